@@ -1,0 +1,46 @@
+# pctr: `make demo` and `make test` are all a new user needs; both set up the environment first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+export PCTR_HOME ?= $(CURDIR)/var
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+PYTEST := $(PY) -m pytest
+
+.PHONY: help setup demo test test-unit test-integration bench ui lint clean redis
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-17s %s\n", $$1, $$2}'
+
+setup: ## create or reuse the cached virtualenv (pins in setup.cfg, Horovod built from source once)
+	@.ci/setup-venv.sh
+
+demo: setup ## simulate days, run pctr_daily through Airflow, serve, rank; writes var/demo/summary.json
+	$(PY) -m jobs.demo
+
+test: setup redis ## the whole test suite: unit, DAG integrity, integration on real engines, end to end
+	$(PYTEST) tests
+
+test-unit: setup ## fast unit tests only
+	$(PYTEST) tests/unit tests/dags
+
+test-integration: setup redis ## integration and end-to-end tests (real Spark, Feast, MLflow, Horovod, Airflow)
+	$(PYTEST) tests/integration tests/e2e
+
+bench: setup ## benchmarks; results as JSON under bench/results/
+	$(PY) -m bench.run
+
+ui: setup ## Airflow UI on :8080 and MLflow UI on :5000 over the state in $PCTR_HOME (Ctrl-C stops both)
+	$(PY) -m jobs.ui
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+redis: ## install and start redis-server on loopback for the Redis online-store test
+	@.ci/redis.sh
+
+clean: ## remove generated state (var/) and caches in the checkout; the cached virtualenv stays
+	rm -rf var .pytest_cache .ruff_cache spark-warehouse metastore_db
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

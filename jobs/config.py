@@ -1,0 +1,159 @@
+"""The one typed configuration of pctr, read by every stage, Spark, training, serving and the DAGs.
+
+Values come, lowest precedence first, from the field defaults below, the TOML file named by
+``PCTR_CONFIG`` (if set), and ``PCTR_*`` environment variables; nested fields use ``__``, e.g.
+``PCTR_TRAIN__EPOCHS=3`` or ``PCTR_SPARK__MASTER=spark://host:7077``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class SimulationConfig(BaseModel):
+    """Sizes of the simulated world; ``scale`` picks one of ``scales``."""
+
+    seed: int = 7
+    # users, ads, advertisers, impressions per day
+    scales: dict[str, tuple[int, int, int, int]] = {
+        "tiny": (2_000, 300, 30, 20_000),
+        "small": (100_000, 5_000, 300, 1_000_000),
+        "medium": (1_000_000, 50_000, 2_000, 10_000_000),
+        "large": (10_000_000, 500_000, 20_000, 100_000_000),
+    }
+    new_ads_per_day_fraction: float = 0.03
+    base_ctr: float = 0.015
+
+
+class JoinConfig(BaseModel):
+    """Log join: attribution window and negative downsampling."""
+
+    attribution_window_hours: int = 6
+    neg_rate: float = Field(0.1, gt=0.0, le=1.0)
+    eval_sample_rate: float = Field(0.2, gt=0.0, le=1.0)
+    max_bid: float = 100.0
+    max_position: int = 50
+
+
+class ValidationConfig(BaseModel):
+    """Great Expectations gate tolerances."""
+
+    min_valid_fraction: float = 0.95
+    ctr_band: tuple[float, float] = (0.002, 0.08)
+    trailing_days: int = 7
+    row_count_band: tuple[float, float] = (0.5, 2.0)
+    neg_rate_tolerance: float = 0.02
+
+
+class FeatureConfig(BaseModel):
+    """Feast settings; the features themselves (and their windows) live in ``models.features``."""
+
+    ttl_days: int = 45
+    offline_store: Literal["file", "duckdb", "spark"] = "duckdb"
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_connection: str = "127.0.0.1:6379"
+    project: str = "pctr"
+
+
+class TrainConfig(BaseModel):
+    """Ranker and retrieval training."""
+
+    num_proc: int = 2
+    history_days: int = 3
+    epochs: int = 3
+    batch_size: int = 1024
+    learning_rate: float = 2e-3
+    embedding_dim: int = 8
+    hash_buckets: int = 100_000
+    hidden_units: tuple[int, ...] = (128, 64)
+    early_stopping_patience: int = 1
+    seed: int = 42
+    retrieval_dim: int = 32
+    retrieval_epochs: int = 2
+    calibration: Literal["isotonic", "platt"] = "isotonic"
+    horovodrun: str = "horovodrun"
+
+
+class GateConfig(BaseModel):
+    """Promotion gate: a candidate becomes champion unless it is clearly worse."""
+
+    max_auc_drop: float = 0.002
+    max_ece: float = 0.02
+
+
+class ServingConfig(BaseModel):
+    """The ranking service."""
+
+    host: str = "127.0.0.1"
+    port: int = 8500
+    retrieval_k: int = 200
+    default_position: int = 1
+    max_ads_per_advertiser: int = 1
+    frequency_cap: int = 3
+    reserve_price: float = 0.01
+    exploration_epsilon: float = 0.0
+    tf_serving_url: str | None = None
+
+
+class SparkConfig(BaseModel):
+    """Spark session settings; any ``spark.*`` key can be added under ``conf``."""
+
+    master: str = "local[2]"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+    conf: dict[str, str] = {}
+
+
+class PctrConfig(BaseSettings):
+    """Root configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="PCTR_", env_nested_delimiter="__", extra="forbid")
+
+    home: Path = Path("var")
+    model_name: str = "pctr-ranker"
+    simulation: SimulationConfig = SimulationConfig()
+    join: JoinConfig = JoinConfig()
+    validation: ValidationConfig = ValidationConfig()
+    features: FeatureConfig = FeatureConfig()
+    train: TrainConfig = TrainConfig()
+    gate: GateConfig = GateConfig()
+    serving: ServingConfig = ServingConfig()
+    spark: SparkConfig = SparkConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("PCTR_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+def load_config(**overrides: object) -> PctrConfig:
+    """Read the configuration (defaults < ``PCTR_CONFIG`` file < ``PCTR_*`` env < ``overrides``).
+
+    ``home`` is made absolute so that subprocesses (horovodrun workers, Airflow tasks) agree on it.
+    """
+    config_file = os.environ.get("PCTR_CONFIG")
+    if config_file and not Path(config_file).is_file():
+        raise FileNotFoundError(f"PCTR_CONFIG names {config_file}, which is not a file")
+    cfg = PctrConfig(**overrides)
+    cfg.home = cfg.home.expanduser().resolve()
+    return cfg

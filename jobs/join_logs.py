@@ -1,0 +1,302 @@
+"""Spark log join: impressions + clicks of one day -> labelled, downsampled training rows.
+
+Accounting (every raw record of the day lands in exactly one bucket, and ``_stats.json`` proves it):
+- impressions of ds: ``output_rows`` + ``downsampled_negatives`` + quarantined (malformed,
+  schema_violation, out_of_range, duplicate);
+- click records that arrived on ds (partition dt=ds): ``clean_clicks`` + quarantined (malformed,
+  schema_violation, orphan_click, duplicate_click). A clean click labels its impression only if it
+  arrives within the attribution window; the join of ds also reads the clicks that arrive up to
+  window-hours after ds ends, which is why ds can only be closed once those partitions exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from jobs.config import PctrConfig
+from jobs.io import Stats, staged_dir, write_stats
+from jobs.layout import Layout, day_bounds, shift_ds
+from jobs.spark import spark_session
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+IMPRESSION_FIELDS: tuple[tuple[str, str], ...] = (
+    ("impression_id", "string"),
+    ("request_id", "string"),
+    ("ts", "string"),
+    ("user_id", "string"),
+    ("ad_id", "string"),
+    ("advertiser_id", "string"),
+    ("campaign_id", "string"),
+    ("placement", "string"),
+    ("position", "int"),
+    ("device", "string"),
+    ("os", "string"),
+    ("country", "string"),
+    ("bid", "double"),
+    ("model_version", "string"),
+    ("pctr_served", "double"),
+)
+CLICK_FIELDS: tuple[tuple[str, str], ...] = (("impression_id", "string"), ("ts", "string"))
+REQUIRED_IMPRESSION = ("impression_id", "ts", "user_id", "ad_id", "advertiser_id", "position", "bid")
+OUTPUT_COLUMNS = (
+    "impression_id", "request_id", "ts", "user_id", "ad_id", "advertiser_id", "campaign_id",
+    "placement", "position", "device", "os", "country", "bid", "hour", "label", "click_ts",
+    "neg_rate", "weight",
+)  # fmt: skip
+QUARANTINE_COLUMNS = ("event", "reason", "impression_id", "raw")
+
+
+def read_raw_events(spark: SparkSession, paths: list[str], fields: tuple[tuple[str, str], ...]) -> DataFrame:
+    """Raw JSON lines -> one row per line with the parsed fields, the raw line and a parse verdict.
+
+    Lines are read as text so that a malformed line is kept (and quarantined) rather than dropped by
+    the JSON reader.
+    """
+    from pyspark.sql import functions as F
+
+    schema = ", ".join(f"{name} {dtype}" for name, dtype in fields)
+    json_ok = F.get_json_object("raw", "$").isNotNull() & F.ltrim("raw").startswith("{")
+    lines = spark.read.text(paths).withColumnRenamed("value", "raw").withColumn("source_file", F.input_file_name())
+    parsed = lines.withColumn("parsed", F.from_json("raw", schema, {"mode": "PERMISSIVE"}))
+    # from_json nulls only the mistyped field; a line is schema-valid when each field it has parses
+    typed_ok = [
+        F.get_json_object("raw", f"$.{name}").isNull() | F.col(f"parsed.{name}").isNotNull() for name, _ in fields
+    ]
+    return parsed.select(
+        "raw",
+        "source_file",
+        *[F.col(f"parsed.{name}").alias(name) for name, _ in fields],
+        F.when(~json_ok, "malformed")
+        .when(~_all(typed_ok), "schema_violation")
+        .alias("parse_error"),
+    )
+
+
+def _all(conditions: list[Column]) -> Column:
+    out = conditions[0]
+    for cond in conditions[1:]:
+        out = out & cond
+    return out
+
+
+def _existing(paths: list[str]) -> list[str]:
+    return [p for p in paths if Path(p).exists()]
+
+
+def _hash_fraction(column: str, salt: str) -> Column:
+    """A deterministic uniform [0, 1) draw per key: the same impression is always kept or dropped."""
+    from pyspark.sql import functions as F
+
+    return F.pmod(F.xxhash64(F.lit(salt), F.col(column)), F.lit(1_000_000)) / F.lit(1_000_000.0)
+
+
+def _checksum(df: DataFrame) -> str:
+    """Order-independent checksum of rows: sum of per-row 64-bit hashes, modulo 2**64."""
+    from pyspark.sql import functions as F
+
+    total = df.select(F.sum(F.xxhash64(*df.columns).cast("decimal(38,0)")).alias("s")).collect()[0]["s"]
+    return f"{int(total or 0) % 2**64:016x}"
+
+
+def _quarantine(df: DataFrame, event: str, reason: Column) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    return df.select(F.lit(event).alias("event"), reason.alias("reason"), "impression_id", "raw")
+
+
+def run(cfg: PctrConfig, ds: str) -> Stats:
+    """Join the impressions of ``ds`` with their clicks, quarantine bad records, label and downsample."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    started = time.time()
+    layout = Layout(cfg.home)
+    spark = spark_session(cfg)
+    window_h = cfg.join.attribution_window_hours
+    start, end = day_bounds(ds)
+    label_until = end + dt.timedelta(hours=window_h)
+    days_ahead = math.ceil(window_h / 24)
+
+    imp_paths = _existing([str(layout.raw("impressions", ds))])
+    if not imp_paths:
+        raise FileNotFoundError(f"no impressions for ds={ds} under {layout.raw('impressions')}")
+    last_click_day = shift_ds(ds, days_ahead)
+    if not layout.raw("clicks", last_click_day).exists():
+        raise FileNotFoundError(
+            f"ds={ds} cannot be closed yet: clicks up to {label_until.isoformat()} are needed "
+            f"(partition {layout.raw('clicks', last_click_day)} is missing)"
+        )
+
+    # ---- impressions
+    imps = read_raw_events(spark, imp_paths, IMPRESSION_FIELDS).withColumn(
+        "ts_parsed", F.to_timestamp("ts")
+    ).withColumn("line_no", F.monotonically_increasing_id())
+    missing_required = ~_all([F.col(c).isNotNull() for c in REQUIRED_IMPRESSION]) | F.col("ts_parsed").isNull()
+    out_of_range = (
+        (F.col("bid") <= 0)
+        | (F.col("bid") > cfg.join.max_bid)
+        | (F.col("position") < 1)
+        | (F.col("position") > cfg.join.max_position)
+        | (F.col("ts_parsed") < F.lit(start))
+        | (F.col("ts_parsed") >= F.lit(end))
+    )
+    imps = imps.withColumn(
+        "reason",
+        F.when(F.col("parse_error").isNotNull(), F.col("parse_error"))
+        .when(missing_required, "schema_violation")
+        .when(out_of_range, "out_of_range"),
+    )
+    # the first of duplicate impressions (by time, then file and line) is kept; later copies are quarantined
+    first = Window.partitionBy("impression_id").orderBy("ts_parsed", "source_file", "line_no")
+    valid = imps.where(F.col("reason").isNull()).withColumn("dup_rank", F.row_number().over(first))
+    valid = valid.withColumn("reason", F.when(F.col("dup_rank") > 1, "duplicate")).cache()
+    clean = valid.where(F.col("reason").isNull())
+
+    # ---- clicks: those that arrived on ds are accounted here; those up to the window's end label rows
+    click_days = [shift_ds(ds, d) for d in range(-1, days_ahead + 1)]
+    click_paths = _existing([str(layout.raw("clicks", d)) for d in click_days])
+    clicks = read_raw_events(spark, click_paths, CLICK_FIELDS).withColumn("click_ts", F.to_timestamp("ts"))
+    clicks = clicks.withColumn(
+        "reason",
+        F.when(F.col("parse_error").isNotNull(), F.col("parse_error")).when(
+            F.col("impression_id").isNull() | F.col("click_ts").isNull(), "schema_violation"
+        ),
+    ).cache()
+    good_clicks = clicks.where(F.col("reason").isNull())
+    first_click = (
+        good_clicks.groupBy("impression_id").agg(F.min("click_ts").alias("click_ts"))
+    )
+
+    labelled = clean.join(first_click, "impression_id", "left").withColumn(
+        "label",
+        (
+            F.col("click_ts").isNotNull()
+            & (F.col("click_ts") >= F.col("ts_parsed"))
+            & (F.col("click_ts") <= F.col("ts_parsed") + F.expr(f"INTERVAL {window_h} HOURS"))
+        ).cast("int"),
+    )
+    labelled = labelled.withColumn("click_ts", F.when(F.col("label") == 1, F.col("click_ts")))
+    rows = labelled.select(
+        "impression_id", "request_id", F.col("ts_parsed").alias("ts"), "user_id", "ad_id", "advertiser_id",
+        "campaign_id", "placement", "position", "device", "os", "country", "bid",
+        F.hour("ts_parsed").cast("long").alias("hour"), "label", "click_ts",
+    ).cache()  # fmt: skip
+    keep = (F.col("label") == 1) | (_hash_fraction("impression_id", "neg") < cfg.join.neg_rate)
+    joined = rows.where(keep).select(
+        *rows.columns,
+        F.lit(cfg.join.neg_rate).alias("neg_rate"),
+        F.when(F.col("label") == 1, 1.0).otherwise(1.0 / cfg.join.neg_rate).alias("weight"),
+    )
+    eval_sample = rows.where(_hash_fraction("impression_id", "eval") < cfg.join.eval_sample_rate)
+
+    # accounting of the clicks that arrived on ds: orphans match no impression of ds-1 or ds
+    arrived = clicks.where(F.col("source_file").contains(f"/dt={ds}/"))
+    known_ids = clean.select("impression_id")
+    prev_imps = layout.raw("impressions", shift_ds(ds, -1))
+    if prev_imps.exists():
+        prev_ids = spark.read.text(str(prev_imps)).select(
+            F.get_json_object("value", "$.impression_id").alias("impression_id")
+        )
+        known_ids = known_ids.unionByName(prev_ids.where(F.col("impression_id").isNotNull()))
+    known_ids = known_ids.distinct().withColumn("known", F.lit(True))
+    click_rank = Window.partitionBy("impression_id").orderBy("click_ts", "source_file", "raw")
+    arrived = (
+        arrived.join(known_ids, "impression_id", "left")
+        .withColumn("rank", F.when(F.col("reason").isNull(), F.row_number().over(click_rank)))
+        .withColumn(
+            "reason",
+            F.when(F.col("reason").isNotNull(), F.col("reason"))
+            .when(F.col("known").isNull(), "orphan_click")
+            .when(F.col("rank") > 1, "duplicate_click"),
+        )
+    )
+
+    quarantine = _quarantine(imps.where(F.col("reason").isNotNull()), "impression", F.col("reason"))
+    quarantine = quarantine.unionByName(
+        _quarantine(valid.where(F.col("reason").isNotNull()), "impression", F.col("reason"))
+    ).unionByName(_quarantine(arrived.where(F.col("reason").isNotNull()), "click", F.col("reason")))
+
+    counts = {
+        "n_imps": imps.count(),
+        "n_clean": clean.count(),
+        "n_out": joined.count(),
+        "positives": joined.where(F.col("label") == 1).count(),
+        "n_arrived": arrived.count(),
+        "clean_clicks": arrived.where(F.col("reason").isNull()).count(),
+        "eval_rows": eval_sample.count(),
+        "q_counts": {
+            f"{r['event']}:{r['reason']}": r["count"]
+            for r in quarantine.groupBy("event", "reason").count().collect()
+        },
+    }
+    _write_partition(layout.quarantine(ds), quarantine, partitions=1)
+    _write_partition(layout.eval_sample(ds), eval_sample, partitions=2)
+    stats = _stats(ds, cfg, layout, checksum=_checksum(joined), seconds=time.time() - started, **counts)
+    _write_partition(layout.joined(ds), joined, partitions=4, stats=stats)
+    for df in (valid, clicks, rows):
+        df.unpersist()
+    return stats
+
+
+def _write_partition(final: Path, df: DataFrame, partitions: int, stats: Stats | None = None) -> None:
+    """Replace one ds partition atomically; rows sorted by id so reruns write identical files."""
+    with staged_dir(final) as scratch:
+        df.repartition(partitions, "impression_id").sortWithinPartitions("impression_id").write.parquet(
+            str(scratch / "data")
+        )
+        if stats is not None:
+            write_stats(scratch, stats)
+
+
+def _stats(
+    ds: str,
+    cfg: PctrConfig,
+    layout: Layout,
+    *,
+    n_imps: int,
+    n_clean: int,
+    n_out: int,
+    positives: int,
+    q_counts: dict[str, int],
+    n_arrived: int,
+    clean_clicks: int,
+    eval_rows: int,
+    checksum: str,
+    seconds: float,
+) -> Stats:
+    imp_q = sum(v for k, v in q_counts.items() if k.startswith("impression:"))
+    click_q = sum(v for k, v in q_counts.items() if k.startswith("click:"))
+    stats: Stats = {
+        "stage": "join_logs",
+        "ds": ds,
+        "input_impressions": n_imps,
+        "input_clicks": n_arrived,
+        "clean_impressions": n_clean,
+        "output_rows": n_out,
+        "positives": positives,
+        "downsampled_negatives": n_clean - n_out,
+        "duplicates": q_counts.get("impression:duplicate", 0),
+        "clean_clicks": clean_clicks,
+        "quarantined": dict(sorted(q_counts.items())),
+        "neg_rate": cfg.join.neg_rate,
+        "attribution_window_hours": cfg.join.attribution_window_hours,
+        "ctr_clean": positives / n_clean if n_clean else 0.0,
+        "output_path": str(layout.joined(ds) / "data"),
+        "eval_sample_path": str(layout.eval_sample(ds) / "data"),
+        "eval_sample_rows": eval_rows,
+        "quarantine_path": str(layout.quarantine(ds) / "data"),
+        "checksum": checksum,
+        "seconds": round(seconds, 2),
+    }
+    impressions_reconcile = n_imps == n_out + (n_clean - n_out) + imp_q
+    clicks_reconcile = n_arrived == clean_clicks + click_q
+    stats["reconciled"] = impressions_reconcile and clicks_reconcile
+    if not stats["reconciled"]:
+        raise RuntimeError(f"join counts do not reconcile for ds={ds}: {stats}")
+    return stats

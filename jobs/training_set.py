@@ -1,0 +1,104 @@
+"""Point-in-time training sets from Feast for the run closing ds.
+
+Temporal splits (nothing from a later slice is ever used to fit an earlier stage):
+- train:       joined (downsampled) rows of the ``history_days`` days ending ds-2
+- validation:  joined rows of ds-1 (early stopping)
+- calibration: un-downsampled eval sample of ds-1 (fits the calibrator)
+- holdout:     un-downsampled eval sample of ds (all reported metrics)
+Each impression at time t gets the batch features with event time <= t from Feast
+(``get_historical_features`` with the ``ranker_v1`` service): the values of the day before.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from jobs.config import PctrConfig
+from jobs.feast_store import feature_store
+from jobs.io import Stats, staged_dir, write_stats
+from jobs.layout import Layout, shift_ds
+from models.features import request_features
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+RANKER_SERVICE = "ranker_v1"
+LABEL_COLUMNS = ("impression_id", "ts", "label", "weight", "neg_rate")
+
+
+def split_days(cfg: PctrConfig, ds: str) -> dict[str, tuple[str, list[str]]]:
+    """Split name -> (source kind, days)."""
+    history = cfg.train.history_days
+    return {
+        "train": ("joined", [shift_ds(ds, -d) for d in range(history + 1, 1, -1)]),
+        "validation": ("joined", [shift_ds(ds, -1)]),
+        "calibration": ("eval_sample", [shift_ds(ds, -1)]),
+        "holdout": ("eval_sample", [ds]),
+    }
+
+
+def _entity_rows(layout: Layout, kind: str, days: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    partition = layout.joined if kind == "joined" else layout.eval_sample
+    present = [d for d in days if (partition(d) / "data").exists()]
+    if not present:
+        raise FileNotFoundError(f"no {kind} partitions for {days}: run join-logs for those days first")
+    columns = [f.name for f in request_features()]  # the join writes request features under their spec names
+    frames = [pd.read_parquet(partition(d) / "data") for d in present]
+    rows = pd.concat(frames, ignore_index=True)
+    if "neg_rate" not in rows:  # eval samples are not downsampled
+        rows["neg_rate"] = 1.0
+        rows["weight"] = 1.0
+    rows = rows[[*dict.fromkeys([*LABEL_COLUMNS, *columns])]]
+    rows["event_timestamp"] = rows["ts"].astype("datetime64[us, UTC]")
+    return rows.sort_values(["ts", "impression_id"], kind="stable").reset_index(drop=True)
+
+
+def _write_shards(df: pd.DataFrame, directory: Path, shards: int) -> list[str]:
+    """Contiguous shards so each Horovod rank reads its own files."""
+    directory.mkdir(parents=True)
+    size = max(1, -(-len(df) // shards))
+    paths = []
+    for i in range(shards):
+        part = df.iloc[i * size : (i + 1) * size]
+        path = directory / f"part-{i:03d}.parquet"
+        part.to_parquet(path, index=False)
+        paths.append(str(path))
+    return paths
+
+
+def load_split(cfg: PctrConfig, ds: str, split: str) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.read_parquet(Layout(cfg.home).training_set(ds) / split)
+
+
+def run(cfg: PctrConfig, ds: str) -> Stats:
+    """Build the four splits of the run closing ``ds`` as Parquet shards under ``runs/<ds>/training_set``."""
+    started = time.time()
+    layout = Layout(cfg.home)
+    store = feature_store(cfg, apply=True)
+    service = store.get_feature_service(RANKER_SERVICE)
+    counts: dict[str, dict[str, float]] = {}
+    with staged_dir(layout.training_set(ds)) as scratch:
+        for split, (kind, days) in split_days(cfg, ds).items():
+            entity_df = _entity_rows(layout, kind, days)
+            df = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+            df = df.sort_values(["ts", "impression_id"], kind="stable").reset_index(drop=True)
+            if len(df) != len(entity_df):
+                raise RuntimeError(f"{split}: Feast returned {len(df)} rows for {len(entity_df)} entity rows")
+            shards = cfg.train.num_proc * 2 if split == "train" else 1
+            _write_shards(df.drop(columns=["event_timestamp"]), scratch / split, shards)
+            counts[split] = {"rows": len(df), "positives": int(df["label"].sum()), "days": len(days)}
+    stats: Stats = {
+        "stage": "training_set",
+        "ds": ds,
+        "feature_service": RANKER_SERVICE,
+        "splits": counts,
+        "output_path": str(layout.training_set(ds)),
+        "seconds": round(time.time() - started, 2),
+    }
+    return write_stats(layout.training_set(ds), stats)

@@ -1,0 +1,110 @@
+"""The feature spec: the single source of truth for Spark outputs, Feast views, model inputs and serving.
+
+Every feature the ranker sees is declared here once. Spark feature jobs write the ``batch`` features
+named here, ``feature_repo`` turns them into Feast views and services, the models build their
+inputs (and in-model preprocessing) from it, and the service assembles requests from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["request", "batch"]
+Dtype = Literal["string", "int64", "float32"]
+Transform = Literal["hash", "log_norm", "norm"]
+Entity = Literal["user", "ad", "advertiser"]
+
+WINDOWS_DAYS = (1, 7, 30)
+# Beta prior (in impressions) that smooths CTRs of entities with few impressions towards the global CTR.
+CTR_PRIOR_IMPRESSIONS = 200.0
+
+ENTITY_KEYS: dict[str, str] = {"user": "user_id", "ad": "ad_id", "advertiser": "advertiser_id"}
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input.
+
+    kind: ``request`` values arrive with the impression/request (ids and context); ``batch`` values
+    are computed daily by Spark and served by Feast for ``entity``.
+    source: the raw field (request) or the attribute table / statistic that produces it (batch).
+    transform: what the model does to it: ``hash`` to an embedding bucket, ``log_norm`` =
+    standardised log1p, ``norm`` = standardised value.
+    tower: which retrieval tower uses it (``user`` / ``ad``), or None.
+    """
+
+    name: str
+    kind: Kind
+    dtype: Dtype
+    transform: Transform
+    source: str
+    default: str | int | float
+    entity: Entity | None = None
+    tower: Literal["user", "ad"] | None = None
+
+    @property
+    def categorical(self) -> bool:
+        return self.transform == "hash"
+
+
+def _windowed(entity: Entity, tower: Literal["user", "ad"] | None) -> list[Feature]:
+    out: list[Feature] = []
+    for days in WINDOWS_DAYS:
+        for stat, transform in (("impressions", "log_norm"), ("clicks", "log_norm"), ("ctr", "norm")):
+            out.append(
+                Feature(f"{entity}_{stat}_{days}d", "batch", "float32", transform, stat, 0.0, entity, tower)
+            )
+    return out
+
+
+def _build() -> tuple[Feature, ...]:
+    request = [
+        Feature("user_id", "request", "string", "hash", "impression.user_id", "", tower="user"),
+        Feature("ad_id", "request", "string", "hash", "impression.ad_id", "", tower="ad"),
+        Feature("advertiser_id", "request", "string", "hash", "impression.advertiser_id", "", tower="ad"),
+        Feature("placement", "request", "string", "hash", "impression.placement", "feed"),
+        Feature("position", "request", "int64", "hash", "impression.position", 1),
+        Feature("device", "request", "string", "hash", "impression.device", "unknown"),
+        Feature("os", "request", "string", "hash", "impression.os", "unknown"),
+        Feature("country", "request", "string", "hash", "impression.country", "unknown"),
+        Feature("hour", "request", "int64", "hash", "impression.ts", 0),
+    ]
+    attributes = [
+        Feature("user_age_bucket", "batch", "string", "hash", "users.age_bucket", "unknown", "user", "user"),
+        Feature("user_gender", "batch", "string", "hash", "users.gender", "unknown", "user", "user"),
+        Feature("user_days_since_last_impression", "batch", "float32", "log_norm", "recency", 365.0, "user", "user"),
+        Feature("ad_category", "batch", "string", "hash", "ads.category", "unknown", "ad", "ad"),
+        Feature("ad_creative_type", "batch", "string", "hash", "ads.creative_type", "unknown", "ad", "ad"),
+        Feature("ad_age_days", "batch", "float32", "log_norm", "ads.launch_ts", 0.0, "ad", "ad"),
+    ]
+    return tuple(
+        request + attributes + _windowed("user", "user") + _windowed("ad", "ad") + _windowed("advertiser", None)
+    )
+
+
+FEATURES: tuple[Feature, ...] = _build()
+BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
+
+
+def request_features() -> list[Feature]:
+    return [f for f in FEATURES if f.kind == "request"]
+
+
+def batch_features(entity: Entity | None = None) -> list[Feature]:
+    return [f for f in FEATURES if f.kind == "batch" and (entity is None or f.entity == entity)]
+
+
+def tower_features(tower: Literal["user", "ad"]) -> list[Feature]:
+    return [f for f in FEATURES if f.tower == tower]
+
+
+def numeric_features() -> list[Feature]:
+    return [f for f in FEATURES if not f.categorical]
+
+
+# Feast feature services: the versioned feature sets each model is trained and served with.
+FEATURE_SERVICES: dict[str, tuple[str, ...]] = {
+    "ranker_v1": ("user", "ad", "advertiser"),
+    "retrieval_v1": ("user", "ad"),
+}

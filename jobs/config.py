@@ -80,6 +80,7 @@ class TrainConfig(BaseModel):
     seed: int = 42
     retrieval_dim: int = 32
     retrieval_epochs: int = 2
+    retrieval_index: Literal["flat", "hnsw"] = "flat"
     calibration: Literal["isotonic", "platt"] = "isotonic"
     horovodrun: str = "horovodrun"
 
@@ -103,6 +104,17 @@ class ServingConfig(BaseModel):
     reserve_price: float = 0.01
     exploration_epsilon: float = 0.0
     tf_serving_url: str | None = None
+
+
+class OrchestrationConfig(BaseModel):
+    """Airflow DAG settings (the DAG files read them; no schedule logic lives elsewhere)."""
+
+    start_date: str = "2026-11-01"
+    catchup: bool = True
+    retries: int = 3
+    # the join of ds waits for clicks up to attribution_window_hours after ds: a retry is the wait
+    retry_delay_minutes: int = 30
+    max_active_runs: int = 1
 
 
 class SparkConfig(BaseModel):
@@ -129,6 +141,7 @@ class PctrConfig(BaseSettings):
     gate: GateConfig = GateConfig()
     serving: ServingConfig = ServingConfig()
     spark: SparkConfig = SparkConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -17,14 +17,17 @@ from typing import TYPE_CHECKING
 
 from jobs.config import PctrConfig
 from jobs.feast_store import feature_store
-from jobs.io import Stats, staged_dir, write_stats
+from jobs.io import Stats, read_json, staged_dir, write_json_atomic, write_stats
 from jobs.layout import Layout, shift_ds
-from models.features import request_features
+from models.features import numeric_features, request_features
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from models.inputs import FeatureStats
+
 RANKER_SERVICE = "ranker_v1"
+FEATURE_STATS = "feature_stats.json"
 LABEL_COLUMNS = ("impression_id", "ts", "label", "weight", "neg_rate")
 
 
@@ -71,9 +74,26 @@ def _write_shards(df: pd.DataFrame, directory: Path, shards: int) -> list[str]:
 
 
 def load_split(cfg: PctrConfig, ds: str, split: str) -> pd.DataFrame:
+    """One split with spec defaults filled and spec dtypes, ready for the models."""
     import pandas as pd
 
-    return pd.read_parquet(Layout(cfg.home).training_set(ds) / split)
+    from models.inputs import fill_defaults
+
+    return fill_defaults(pd.read_parquet(Layout(cfg.home).training_set(ds) / split))
+
+
+def load_feature_stats(cfg: PctrConfig, ds: str) -> FeatureStats:
+    """Normalisation constants of the train split, shared by the ranker and the retrieval towers."""
+    from models.inputs import FeatureStats
+
+    return FeatureStats.from_dict(read_json(Layout(cfg.home).training_set(ds) / FEATURE_STATS))
+
+
+def _feature_stats(train: pd.DataFrame) -> dict:
+    from models.inputs import compute_feature_stats, fill_defaults
+
+    filled = fill_defaults(train)
+    return compute_feature_stats({f.name: filled[f.name].to_numpy() for f in numeric_features()}).to_dict()
 
 
 def run(cfg: PctrConfig, ds: str) -> Stats:
@@ -92,6 +112,8 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
                 raise RuntimeError(f"{split}: Feast returned {len(df)} rows for {len(entity_df)} entity rows")
             shards = cfg.train.num_proc * 2 if split == "train" else 1
             _write_shards(df.drop(columns=["event_timestamp"]), scratch / split, shards)
+            if split == "train":
+                write_json_atomic(scratch / FEATURE_STATS, _feature_stats(df))
             counts[split] = {"rows": len(df), "positives": int(df["label"].sum()), "days": len(days)}
     stats: Stats = {
         "stage": "training_set",

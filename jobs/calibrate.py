@@ -1,0 +1,40 @@
+"""Calibration stage: undo negative downsampling, then isotonic (or Platt) on a later slice than training."""
+
+from __future__ import annotations
+
+import time
+
+from jobs.config import PctrConfig
+from jobs.io import Stats, write_stats, write_text_atomic
+from jobs.train import ranker_dir
+from jobs.training_set import load_split
+
+# the ranker and the baseline are calibrated the same way, so their holdout logloss is comparable
+MODELS = {"ranker": "saved_model", "baseline": "baseline_saved_model"}
+
+
+def calibrator_path(cfg: PctrConfig, ds: str, model: str = "ranker"):
+    return ranker_dir(cfg, ds) / f"{model}_calibrator.json"
+
+
+def run(cfg: PctrConfig, ds: str) -> Stats:
+    """Fit one calibrator per model on the un-downsampled calibration split (ds-1)."""
+    from models.calibration import Calibrator
+    from models.metrics import ece
+    from serving.predictor import Predictor
+
+    started = time.time()
+    calibration = load_split(cfg, ds, "calibration")
+    labels = calibration["label"].to_numpy()
+    out: Stats = {"stage": "calibrate", "ds": ds, "method": cfg.train.calibration, "rows": len(calibration)}
+    for model, saved_model in MODELS.items():
+        scores = Predictor(ranker_dir(cfg, ds) / saved_model).raw_scores(calibration)
+        calibrator = Calibrator().fit(scores, labels, method=cfg.train.calibration, neg_rate=cfg.join.neg_rate)
+        write_text_atomic(calibrator_path(cfg, ds, model), calibrator.to_json())
+        out[model] = {
+            "ece_raw": ece(labels, scores),
+            "ece_calibrated_in_sample": ece(labels, calibrator.predict(scores)),
+            "path": str(calibrator_path(cfg, ds, model)),
+        }
+    out["seconds"] = round(time.time() - started, 2)
+    return write_stats(ranker_dir(cfg, ds) / "calibration", out)

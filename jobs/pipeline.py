@@ -1,0 +1,80 @@
+"""The daily pipeline as an ordered list of stages: one definition for the CLI, the local runner and the DAG.
+
+This module must stay cheap to import (the Airflow DAG file imports it): stage modules are imported
+only when a stage runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobs.config import PctrConfig
+from jobs.io import Stats
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the daily run: ``module.run(cfg, ds, **kwargs) -> Stats``; ``after`` names its inputs."""
+
+    name: str
+    module: str
+    after: tuple[str, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    help: str = ""
+
+    @property
+    def command(self) -> str:
+        return self.name.replace("_", "-")
+
+
+DAILY_STAGES: tuple[Stage, ...] = (
+    Stage("validate_raw", "jobs.validate", (), {"stage": "raw"}, "Great Expectations gate on the raw logs of ds"),
+    Stage("join_logs", "jobs.join_logs", ("validate_raw",), help="Spark join, quarantine, label, downsample"),
+    Stage("validate_joined", "jobs.validate", ("join_logs",), {"stage": "joined"}, "gate on the joined rows"),
+    Stage("build_features", "jobs.build_features", ("validate_joined",), help="Spark batch features of ds"),
+    Stage("materialize", "jobs.materialize", ("build_features",), help="Feast apply + materialize ds"),
+    Stage("training_set", "jobs.training_set", ("materialize",), help="point-in-time training splits from Feast"),
+    Stage("train", "jobs.train", ("training_set",), help="DeepFM (and baseline) with horovodrun"),
+    Stage("calibrate", "jobs.calibrate", ("train",), help="downsampling correction + isotonic/Platt"),
+    Stage("evaluate", "jobs.evaluate", ("calibrate",), help="holdout metrics, oracle, champion comparison"),
+    Stage("train_retrieval", "jobs.retrieval", ("training_set",), help="two-tower model and FAISS index"),
+    Stage("register", "jobs.register", ("evaluate", "train_retrieval"), help="MLflow run, model version, alias"),
+    Stage("publish", "jobs.publish", ("register",), help="serving bundle and atomic CURRENT flip"),
+)
+STAGES_BY_NAME = {s.name: s for s in DAILY_STAGES}
+DATA_STAGES = ("validate_raw", "join_logs", "validate_joined", "build_features", "materialize")
+
+
+def run_stage(cfg: PctrConfig, name: str, ds: str) -> Stats:
+    """Run one stage of ds and return its summary (also written as ``_stats.json``)."""
+    stage = STAGES_BY_NAME[name]
+    module = importlib.import_module(stage.module)
+    return module.run(cfg, ds, **stage.kwargs)
+
+
+def run_stage_task(name: str, ds: str) -> Stats:
+    """Airflow's callable: read the configuration in the task process, then run the stage."""
+    from jobs.config import load_config
+
+    return run_stage(load_config(), name, ds)
+
+
+def run_day(cfg: PctrConfig, ds: str, until: str | None = None, log: Any = print) -> dict[str, Any]:
+    """Run the stages of ds in order, without Airflow (``pctr run-day``); stop after ``until`` if given."""
+    if until is not None and until not in STAGES_BY_NAME:
+        raise ValueError(f"unknown stage {until!r}; stages: {', '.join(STAGES_BY_NAME)}")
+    report: dict[str, Any] = {"ds": ds, "stages": {}}
+    for stage in DAILY_STAGES:
+        started = time.time()
+        log(f"[{ds}] {stage.name} ...")
+        stats = run_stage(cfg, stage.name, ds)
+        seconds = round(time.time() - started, 2)
+        report["stages"][stage.name] = {"status": "ok", "seconds": seconds}
+        report[stage.name] = stats
+        log(f"[{ds}] {stage.name} ok ({seconds} s)")
+        if stage.name == until:
+            break
+    return report

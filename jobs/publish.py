@@ -1,0 +1,59 @@
+"""Publish stage: assemble a versioned serving bundle and, if the model was promoted, flip CURRENT to it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import time
+
+from jobs.calibrate import calibrator_path
+from jobs.config import PctrConfig
+from jobs.evaluate import load_evaluation
+from jobs.io import Stats, read_json, staged_dir, write_json_atomic, write_stats, write_text_atomic
+from jobs.layout import Layout
+from jobs.retrieval import retrieval_dir
+from jobs.train import ranker_dir
+from jobs.training_set import RANKER_SERVICE, split_days
+from serving.bundle import MANIFEST, file_checksums
+
+
+def run(cfg: PctrConfig, ds: str) -> Stats:
+    """Write ``serving/bundles/<ds>-v<model version>/`` atomically; replace CURRENT atomically if promoted."""
+    started = time.time()
+    layout = Layout(cfg.home)
+    registered = read_json(layout.stage_output("register", ds) / "_stats.json")
+    evaluation = load_evaluation(cfg, ds)
+    version = f"{ds}-v{registered['model_version']}"
+    bundle = layout.bundles / version
+    with staged_dir(bundle) as scratch:
+        shutil.copytree(ranker_dir(cfg, ds) / "saved_model", scratch / "ranker")
+        shutil.copy2(calibrator_path(cfg, ds), scratch / "calibrator.json")
+        shutil.copytree(retrieval_dir(cfg, ds) / "user_tower", scratch / "user_tower")
+        for name in ("faiss.index", "ads.parquet"):
+            shutil.copy2(retrieval_dir(cfg, ds) / name, scratch / name)
+        manifest = {
+            "version": version,
+            "ds": ds,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(),
+            "model_name": registered["model_name"],
+            "model_version": registered["model_version"],
+            "mlflow_run_id": registered["run_id"],
+            "feature_service": RANKER_SERVICE,
+            "data_dates": {split: days for split, (_, days) in split_days(cfg, ds).items()},
+            "metrics": evaluation["metrics"],
+            "checksums": file_checksums(scratch),
+        }
+        write_json_atomic(scratch / MANIFEST, manifest)
+    live = bool(registered["promoted"])
+    if live:
+        write_text_atomic(layout.current_pointer, version + "\n")
+    stats: Stats = {
+        "stage": "publish",
+        "ds": ds,
+        "bundle": str(bundle),
+        "version": version,
+        "current": layout.current_pointer.read_text().strip() if layout.current_pointer.exists() else None,
+        "flipped": live,
+        "seconds": round(time.time() - started, 2),
+    }
+    return write_stats(layout.stage_output("publish", ds), stats)

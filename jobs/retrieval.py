@@ -1,0 +1,121 @@
+"""Retrieval stage: two-tower model on the train split, ad tower over every active ad -> FAISS index.
+
+The index rows are aligned with ``ads.parquet`` (row i = FAISS id i), which also carries every
+ad-side ranker feature as of ds: the service keeps it in memory instead of asking the online store
+for a thousand ads per request.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jobs.config import PctrConfig
+from jobs.io import Stats, write_stats
+from jobs.layout import Layout
+from jobs.training_set import load_feature_stats, load_split
+from models.features import ENTITY_KEYS, batch_features
+
+AD_TABLE_COLUMNS = ("ad_id", "advertiser_id", "campaign_id", "bid")
+
+
+def retrieval_dir(cfg: PctrConfig, ds: str) -> Path:
+    return Layout(cfg.home).run_dir(ds) / "retrieval"
+
+
+def active_ads(layout: Layout, ds: str) -> Any:
+    """Every ad launched by the end of ds with its catalog fields and ad/advertiser batch features of ds."""
+    import pandas as pd
+
+    parts = sorted(p for p in layout.catalog("ads").glob("dt=*") if p.name[3:] <= ds)
+    catalog = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    catalog = catalog.sort_values("valid_from").drop_duplicates("ad_id", keep="last")
+    ads = pd.read_parquet(layout.features("ad", ds) / "features.parquet")
+    advertisers = pd.read_parquet(layout.features("advertiser", ds) / "features.parquet")
+    table = ads.merge(catalog[list(AD_TABLE_COLUMNS)], on="ad_id", how="inner").merge(
+        advertisers, on=ENTITY_KEYS["advertiser"], how="left"
+    )
+    columns = [*AD_TABLE_COLUMNS, *(f.name for e in ("ad", "advertiser") for f in batch_features(e))]  # type: ignore[arg-type]
+    return table[columns].sort_values("ad_id").reset_index(drop=True)
+
+
+def build_index(embeddings: np.ndarray, kind: str) -> Any:
+    """Inner-product index over L2-normalised embeddings (exact by default; HNSW for large catalogs)."""
+    import faiss
+
+    dim = embeddings.shape[1]
+    index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT) if kind == "hnsw" else faiss.IndexFlatIP(dim)
+    index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
+    return index
+
+
+def recall_at_k(user_emb: np.ndarray, clicked_rows: np.ndarray, index: Any, k: int) -> float:
+    """Share of held-out clicks whose ad is among the user's top-k retrieved ads."""
+    if len(clicked_rows) == 0:
+        return float("nan")
+    _, ids = index.search(np.ascontiguousarray(user_emb, dtype=np.float32), k)
+    return float(np.mean([row in found for row, found in zip(clicked_rows, ids, strict=True)]))
+
+
+def run(cfg: PctrConfig, ds: str) -> Stats:
+    """Train the towers, embed all active ads, build the FAISS index, measure recall@K on holdout clicks."""
+    import faiss
+
+    from jobs.train_worker import make_dataset
+    from models.export import export_saved_model
+    from models.inputs import fill_defaults
+    from models.retrieval import build_two_tower
+    from models.training import train
+
+    started = time.time()
+    layout = Layout(cfg.home)
+    out = retrieval_dir(cfg, ds)
+    out.mkdir(parents=True, exist_ok=True)
+    train_df = load_split(cfg, ds, "train")
+    val_df = load_split(cfg, ds, "validation")
+    towers = build_two_tower(load_feature_stats(cfg, ds), cfg.train)
+    retrieval_cfg = cfg.train.model_copy(update={"epochs": cfg.train.retrieval_epochs})
+    history = train(
+        towers.training_model,
+        make_dataset(train_df, cfg.train.batch_size, shuffle_seed=cfg.train.seed),
+        make_dataset(val_df, 4 * cfg.train.batch_size),
+        retrieval_cfg,
+        hvd=None,
+    )
+    ads = active_ads(layout, ds)
+    ad_columns = fill_defaults(ads)
+    ad_emb = towers.ad_tower.predict(_tower_inputs(ad_columns, towers.ad_tower), verbose=0, batch_size=4096)
+    index = build_index(ad_emb, cfg.train.retrieval_index)
+    faiss.write_index(index, str(out / "faiss.index"))
+    ads.to_parquet(out / "ads.parquet", index=False)
+    export_saved_model(towers.user_tower, out / "user_tower")
+
+    holdout = load_split(cfg, ds, "holdout")
+    clicks = holdout[holdout["label"] == 1]
+    row_of = {ad_id: i for i, ad_id in enumerate(ads["ad_id"])}
+    clicks = clicks[clicks["ad_id"].isin(row_of)]
+    user_emb = towers.user_tower.predict(_tower_inputs(clicks, towers.user_tower), verbose=0, batch_size=4096)
+    k = cfg.serving.retrieval_k
+    result: Stats = {
+        "stage": "train_retrieval",
+        "ds": ds,
+        "history": history,
+        "index_size": int(index.ntotal),
+        "index_type": cfg.train.retrieval_index,
+        "embedding_dim": int(ad_emb.shape[1]),
+        f"recall_at_{k}": recall_at_k(user_emb, clicks["ad_id"].map(row_of).to_numpy(), index, k),
+        "random_recall": min(1.0, k / max(index.ntotal, 1)),
+        "holdout_clicks": len(clicks),
+        "output_path": str(out),
+        "seconds": round(time.time() - started, 2),
+    }
+    return write_stats(out, result)
+
+
+def _tower_inputs(df: Any, tower: Any) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+
+    return {name: tf.constant(df[name].to_numpy().reshape(-1, 1)) for name in tower.input_names}

@@ -1,0 +1,60 @@
+"""Ranker training stage: feature statistics, then ``horovodrun -np N`` workers (``jobs.train_worker``).
+
+The launcher writes the exact configuration the workers use to the run directory, so the workers
+(separate processes started by horovodrun) see the same values whatever overrides the caller had.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jobs.config import PctrConfig
+from jobs.io import Stats, read_json, write_stats, write_text_atomic
+from jobs.layout import Layout
+
+
+def ranker_dir(cfg: PctrConfig, ds: str) -> Path:
+    return Layout(cfg.home).run_dir(ds) / "ranker"
+
+
+def horovod_command(cfg: PctrConfig, config_path: Path, ds: str) -> list[str]:
+    n = cfg.train.num_proc
+    launcher = Path(sys.executable).with_name(cfg.train.horovodrun)
+    return [
+        str(launcher if launcher.exists() else cfg.train.horovodrun),
+        "-np", str(n), "-H", f"localhost:{n}", "--gloo",
+        sys.executable, "-m", "jobs.train_worker", "--config", str(config_path), "--ds", ds,
+    ]  # fmt: skip
+
+
+def run(cfg: PctrConfig, ds: str) -> Stats:
+    """Train the DeepFM ranker and the logistic-regression baseline on the train split of ds."""
+    started = time.time()
+    out = ranker_dir(cfg, ds)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "config.json"
+    write_text_atomic(config_path, cfg.model_dump_json(indent=2))
+
+    command = horovod_command(cfg, config_path, ds)
+    log_path = out / "train.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    with open(log_path, "w") as log:
+        proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
+    if proc.returncode != 0:
+        tail = log_path.read_text().strip().splitlines()[-15:]
+        raise RuntimeError(f"horovodrun exited {proc.returncode}; last lines of {log_path}:\n" + "\n".join(tail))
+    result = read_json(out / "result.json")
+    stats_out: Stats = {
+        "stage": "train",
+        "ds": ds,
+        "num_proc": cfg.train.num_proc,
+        "command": " ".join(command),
+        **result,
+        "log": str(log_path),
+        "seconds": round(time.time() - started, 2),
+    }
+    return write_stats(out, stats_out)

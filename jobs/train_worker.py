@@ -1,0 +1,107 @@
+"""One Horovod rank of the ranker training (started by ``jobs.train`` through horovodrun).
+
+Each rank reads its own share of the train split's Parquet shards; gradients are averaged with
+Horovod (Gloo); rank 0 exports the SavedModels and writes ``result.json``. The logistic-regression
+baseline is small and trained by rank 0 alone after the ranker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from jobs.config import PctrConfig
+from jobs.io import write_json_atomic
+from jobs.layout import Layout
+from jobs.training_set import load_feature_stats, load_split
+
+
+def _rank_share(directory: Path, rank: int, size: int):
+    """This rank's shards of a split (shards are assigned round-robin)."""
+    import pandas as pd
+
+    from models.inputs import fill_defaults
+
+    shards = sorted(directory.glob("part-*.parquet"))[rank::size]
+    if not shards:
+        raise FileNotFoundError(f"rank {rank}: no Parquet shards in {directory}")
+    return fill_defaults(pd.concat([pd.read_parquet(p) for p in shards], ignore_index=True))
+
+
+def make_dataset(df, batch_size: int, shuffle_seed: int | None = None):
+    """(features dict, label) batches.
+
+    Unweighted on purpose: the model learns the downsampled odds, and calibration undoes the
+    downsampling afterwards (p = q / (q + (1 - q) / w)).
+    """
+    import tensorflow as tf
+
+    from models.features import FEATURES
+
+    features = {f.name: df[f.name].to_numpy().reshape(-1, 1) for f in FEATURES}
+    ds = tf.data.Dataset.from_tensor_slices((features, df["label"].to_numpy("float32").reshape(-1, 1)))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(min(len(df), 200_000), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--ds", required=True)
+    args = parser.parse_args()
+    cfg = PctrConfig.model_validate_json(args.config.read_text())
+
+    import horovod.tensorflow as hvd
+    import keras
+    import numpy as np
+
+    from models.baseline import build_baseline
+    from models.deepfm import build_deepfm
+    from models.export import export_saved_model
+    from models.features import FEATURES
+    from models.training import train
+
+    hvd.init()
+    keras.utils.set_random_seed(cfg.train.seed + hvd.rank())
+    layout = Layout(cfg.home)
+    out = layout.run_dir(args.ds) / "ranker"
+    stats = load_feature_stats(cfg, args.ds)
+    train_df = _rank_share(layout.training_set(args.ds) / "train", hvd.rank(), hvd.size())
+    # every rank must run the same number of steps, or the gradient allreduce waits forever
+    common_rows = int(hvd.allreduce(np.array(len(train_df)), op=hvd.Min, name="rows_per_rank"))
+    train_df = train_df.iloc[:common_rows]
+    val_df = load_split(cfg, args.ds, "validation")
+    train_ds = make_dataset(train_df, cfg.train.batch_size, shuffle_seed=cfg.train.seed + hvd.rank())
+    val_ds = make_dataset(val_df, 4 * cfg.train.batch_size)
+
+    log = print if hvd.rank() == 0 else (lambda *a, **k: None)
+    started = time.time()
+    model = build_deepfm(FEATURES, stats, cfg.train)
+    history = train(model, train_ds, val_ds, cfg.train, hvd=hvd, log=log)
+    ranker_seconds = time.time() - started
+    if hvd.rank() != 0:
+        return
+
+    export_saved_model(model, out / "saved_model")
+    started_baseline = time.time()
+    baseline = build_baseline(FEATURES, stats, cfg.train)
+    train(baseline, train_ds, val_ds, cfg.train, hvd=None, log=log)
+    export_saved_model(baseline, out / "baseline_saved_model")
+    write_json_atomic(
+        out / "result.json",
+        {
+            "history": history,
+            "params": model.count_params(),
+            "ranker_seconds": round(ranker_seconds, 2),
+            "baseline_seconds": round(time.time() - started_baseline, 2),
+            "examples_per_second": round(history.get("examples", 0) / max(ranker_seconds, 1e-9), 1),
+            "saved_model": str(out / "saved_model"),
+            "baseline_saved_model": str(out / "baseline_saved_model"),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""``make ui``: the Airflow UI (standalone: scheduler, API server, DAG processor) and the MLflow UI over $PCTR_HOME.
+
+Ctrl-C stops both. Airflow is stopped with SIGINT to its own process: SIGTERM leaves its scheduler
+and workers running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+
+from jobs.airflow_local import airflow_env, migrate
+from jobs.config import load_config
+from jobs.register import tracking_uri
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--airflow-port", type=int, default=8080)
+    parser.add_argument("--mlflow-port", type=int, default=5000)
+    args = parser.parse_args(argv)
+    cfg = load_config()
+    migrate(cfg)
+    env = airflow_env(cfg, parallelism=4)
+    # a single-user local UI: no login page (set it to False, or use a real auth manager, on a shared host)
+    env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    env["AIRFLOW__API__PORT"] = str(args.airflow_port)
+    airflow = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env, start_new_session=True)
+    mlflow = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(cfg),
+         "--host", "127.0.0.1", "--port", str(args.mlflow_port)],
+        start_new_session=True,
+    )  # fmt: skip
+    print(f"Airflow UI: http://127.0.0.1:{args.airflow_port}   MLflow UI: http://127.0.0.1:{args.mlflow_port}")
+    print(f"state: {cfg.home}   (Ctrl-C stops both)", flush=True)
+    try:
+        while airflow.poll() is None and mlflow.poll() is None:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        airflow.send_signal(signal.SIGINT)
+        mlflow.terminate()
+        for proc in (airflow, mlflow):
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

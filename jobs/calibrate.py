@@ -29,7 +29,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     out: Stats = {"stage": "calibrate", "ds": ds, "method": cfg.train.calibration, "rows": len(calibration)}
     for model, saved_model in MODELS.items():
         scores = Predictor(ranker_dir(cfg, ds) / saved_model).raw_scores(calibration)
-        calibrator = Calibrator().fit(scores, labels, method=cfg.train.calibration, neg_rate=cfg.join.neg_rate)
+        calibrator = Calibrator.fit(scores, labels, method=cfg.train.calibration, neg_rate=cfg.join.neg_rate)
         write_text_atomic(calibrator_path(cfg, ds, model), calibrator.to_json())
         out[model] = {
             "ece_raw": ece(labels, scores),

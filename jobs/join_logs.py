@@ -62,7 +62,12 @@ def read_raw_events(spark: SparkSession, paths: list[str], fields: tuple[tuple[s
 
     schema = ", ".join(f"{name} {dtype}" for name, dtype in fields)
     json_ok = F.get_json_object("raw", "$").isNotNull() & F.ltrim("raw").startswith("{")
-    lines = spark.read.text(paths).withColumnRenamed("value", "raw").withColumn("source_file", F.input_file_name())
+    lines = (
+        spark.read.option("recursiveFileLookup", "true")
+        .text(paths)
+        .withColumnRenamed("value", "raw")
+        .withColumn("source_file", F.input_file_name())
+    )
     parsed = lines.withColumn("parsed", F.from_json("raw", schema, {"mode": "PERMISSIVE"}))
     # from_json nulls only the mistyped field; a line is schema-valid when each field it has parses
     typed_ok = [
@@ -72,9 +77,7 @@ def read_raw_events(spark: SparkSession, paths: list[str], fields: tuple[tuple[s
         "raw",
         "source_file",
         *[F.col(f"parsed.{name}").alias(name) for name, _ in fields],
-        F.when(~json_ok, "malformed")
-        .when(~_all(typed_ok), "schema_violation")
-        .alias("parse_error"),
+        F.when(~json_ok, "malformed").when(~_all(typed_ok), "schema_violation").alias("parse_error"),
     )
 
 
@@ -134,9 +137,11 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         )
 
     # ---- impressions
-    imps = read_raw_events(spark, imp_paths, IMPRESSION_FIELDS).withColumn(
-        "ts_parsed", F.to_timestamp("ts")
-    ).withColumn("line_no", F.monotonically_increasing_id())
+    imps = (
+        read_raw_events(spark, imp_paths, IMPRESSION_FIELDS)
+        .withColumn("ts_parsed", F.to_timestamp("ts"))
+        .withColumn("line_no", F.monotonically_increasing_id())
+    )
     missing_required = ~_all([F.col(c).isNotNull() for c in REQUIRED_IMPRESSION]) | F.col("ts_parsed").isNull()
     out_of_range = (
         (F.col("bid") <= 0)
@@ -169,9 +174,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         ),
     ).cache()
     good_clicks = clicks.where(F.col("reason").isNull())
-    first_click = (
-        good_clicks.groupBy("impression_id").agg(F.min("click_ts").alias("click_ts"))
-    )
+    first_click = good_clicks.groupBy("impression_id").agg(F.min("click_ts").alias("click_ts"))
 
     labelled = clean.join(first_click, "impression_id", "left").withColumn(
         "label",
@@ -200,8 +203,10 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     known_ids = clean.select("impression_id")
     prev_imps = layout.raw("impressions", shift_ds(ds, -1))
     if prev_imps.exists():
-        prev_ids = spark.read.text(str(prev_imps)).select(
-            F.get_json_object("value", "$.impression_id").alias("impression_id")
+        prev_ids = (
+            spark.read.option("recursiveFileLookup", "true")
+            .text(str(prev_imps))
+            .select(F.get_json_object("value", "$.impression_id").alias("impression_id"))
         )
         known_ids = known_ids.unionByName(prev_ids.where(F.col("impression_id").isNotNull()))
     known_ids = known_ids.distinct().withColumn("known", F.lit(True))
@@ -231,8 +236,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         "clean_clicks": arrived.where(F.col("reason").isNull()).count(),
         "eval_rows": eval_sample.count(),
         "q_counts": {
-            f"{r['event']}:{r['reason']}": r["count"]
-            for r in quarantine.groupBy("event", "reason").count().collect()
+            f"{r['event']}:{r['reason']}": r["count"] for r in quarantine.groupBy("event", "reason").count().collect()
         },
     }
     _write_partition(layout.quarantine(ds), quarantine, partitions=1)

@@ -64,10 +64,10 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     """Train the towers, embed all active ads, build the FAISS index, measure recall@K on holdout clicks."""
     import faiss
 
-    from jobs.train_worker import make_dataset
     from models.export import export_saved_model
-    from models.inputs import fill_defaults
-    from models.retrieval import build_two_tower
+    from models.features import tower_features
+    from models.inputs import fill_defaults, make_dataset, to_tensors
+    from models.retrieval import build_two_tower, get_tower
     from models.training import train
 
     started = time.time()
@@ -76,28 +76,28 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     out.mkdir(parents=True, exist_ok=True)
     train_df = load_split(cfg, ds, "train")
     val_df = load_split(cfg, ds, "validation")
-    towers = build_two_tower(load_feature_stats(cfg, ds), cfg.train)
-    retrieval_cfg = cfg.train.model_copy(update={"epochs": cfg.train.retrieval_epochs})
+    model = build_two_tower(load_feature_stats(cfg, ds), cfg.train)
+    inputs = [*tower_features("user"), *tower_features("ad")]
     history = train(
-        towers.training_model,
-        make_dataset(train_df, cfg.train.batch_size, shuffle_seed=cfg.train.seed),
-        make_dataset(val_df, 4 * cfg.train.batch_size),
-        retrieval_cfg,
-        hvd=None,
+        model,
+        make_dataset(train_df, train_df["label"], cfg.train.batch_size, inputs, shuffle_seed=cfg.train.seed),
+        make_dataset(val_df, val_df["label"], 4 * cfg.train.batch_size, inputs),
+        cfg.train,
+        epochs=cfg.train.retrieval_epochs,
     )
+    user_tower, ad_tower = get_tower(model, "user"), get_tower(model, "ad")
     ads = active_ads(layout, ds)
-    ad_columns = fill_defaults(ads)
-    ad_emb = towers.ad_tower.predict(_tower_inputs(ad_columns, towers.ad_tower), verbose=0, batch_size=4096)
+    ad_emb = ad_tower.predict(to_tensors(fill_defaults(ads, tower_features("ad")), tower_features("ad")), verbose=0)
     index = build_index(ad_emb, cfg.train.retrieval_index)
     faiss.write_index(index, str(out / "faiss.index"))
     ads.to_parquet(out / "ads.parquet", index=False)
-    export_saved_model(towers.user_tower, out / "user_tower")
+    export_saved_model(user_tower, out / "user_tower")
 
     holdout = load_split(cfg, ds, "holdout")
     clicks = holdout[holdout["label"] == 1]
     row_of = {ad_id: i for i, ad_id in enumerate(ads["ad_id"])}
     clicks = clicks[clicks["ad_id"].isin(row_of)]
-    user_emb = towers.user_tower.predict(_tower_inputs(clicks, towers.user_tower), verbose=0, batch_size=4096)
+    user_emb = user_tower.predict(to_tensors(clicks, tower_features("user")), verbose=0)
     k = cfg.serving.retrieval_k
     result: Stats = {
         "stage": "train_retrieval",
@@ -113,9 +113,3 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         "seconds": round(time.time() - started, 2),
     }
     return write_stats(out, result)
-
-
-def _tower_inputs(df: Any, tower: Any) -> dict[str, np.ndarray]:
-    import tensorflow as tf
-
-    return {name: tf.constant(df[name].to_numpy().reshape(-1, 1)) for name in tower.input_names}

@@ -29,23 +29,6 @@ def _rank_share(directory: Path, rank: int, size: int):
     return fill_defaults(pd.concat([pd.read_parquet(p) for p in shards], ignore_index=True))
 
 
-def make_dataset(df, batch_size: int, shuffle_seed: int | None = None):
-    """(features dict, label) batches.
-
-    Unweighted on purpose: the model learns the downsampled odds, and calibration undoes the
-    downsampling afterwards (p = q / (q + (1 - q) / w)).
-    """
-    import tensorflow as tf
-
-    from models.features import FEATURES
-
-    features = {f.name: df[f.name].to_numpy().reshape(-1, 1) for f in FEATURES}
-    ds = tf.data.Dataset.from_tensor_slices((features, df["label"].to_numpy("float32").reshape(-1, 1)))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(min(len(df), 200_000), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True)
@@ -57,10 +40,11 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from models.baseline import build_baseline
+    from models.baseline import build_logistic
     from models.deepfm import build_deepfm
     from models.export import export_saved_model
     from models.features import FEATURES
+    from models.inputs import make_dataset
     from models.training import train
 
     hvd.init()
@@ -73,8 +57,9 @@ def main() -> None:
     common_rows = int(hvd.allreduce(np.array(len(train_df)), op=hvd.Min, name="rows_per_rank"))
     train_df = train_df.iloc[:common_rows]
     val_df = load_split(cfg, args.ds, "validation")
-    train_ds = make_dataset(train_df, cfg.train.batch_size, shuffle_seed=cfg.train.seed + hvd.rank())
-    val_ds = make_dataset(val_df, 4 * cfg.train.batch_size)
+    # unweighted on purpose: the model learns the downsampled odds and calibration undoes them
+    train_ds = make_dataset(train_df, train_df["label"], cfg.train.batch_size, shuffle_seed=cfg.train.seed + hvd.rank())
+    val_ds = make_dataset(val_df, val_df["label"], 4 * cfg.train.batch_size)
 
     log = print if hvd.rank() == 0 else (lambda *a, **k: None)
     started = time.time()
@@ -86,7 +71,7 @@ def main() -> None:
 
     export_saved_model(model, out / "saved_model")
     started_baseline = time.time()
-    baseline = build_baseline(FEATURES, stats, cfg.train)
+    baseline = build_logistic(FEATURES, stats, cfg.train)
     train(baseline, train_ds, val_ds, cfg.train, hvd=None, log=log)
     export_saved_model(baseline, out / "baseline_saved_model")
     write_json_atomic(
@@ -96,7 +81,7 @@ def main() -> None:
             "params": model.count_params(),
             "ranker_seconds": round(ranker_seconds, 2),
             "baseline_seconds": round(time.time() - started_baseline, 2),
-            "examples_per_second": round(history.get("examples", 0) / max(ranker_seconds, 1e-9), 1),
+            "examples_per_second": round(float(np.mean(history["examples_per_sec"])), 1),
             "saved_model": str(out / "saved_model"),
             "baseline_saved_model": str(out / "baseline_saved_model"),
         },

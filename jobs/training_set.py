@@ -60,17 +60,16 @@ def _entity_rows(layout: Layout, kind: str, days: list[str]) -> pd.DataFrame:
     return rows.sort_values(["ts", "impression_id"], kind="stable").reset_index(drop=True)
 
 
-def _write_shards(df: pd.DataFrame, directory: Path, shards: int) -> list[str]:
-    """Contiguous shards so each Horovod rank reads its own files."""
+def _write_shards(df: pd.DataFrame, directory: Path, shards: int) -> None:
+    """Contiguous shards so each Horovod rank reads its own files, all with the schema of the whole split."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     directory.mkdir(parents=True)
+    table = pa.Table.from_pandas(df, preserve_index=False)
     size = max(1, -(-len(df) // shards))
-    paths = []
     for i in range(shards):
-        part = df.iloc[i * size : (i + 1) * size]
-        path = directory / f"part-{i:03d}.parquet"
-        part.to_parquet(path, index=False)
-        paths.append(str(path))
-    return paths
+        pq.write_table(table.slice(i * size, size), directory / f"part-{i:03d}.parquet")
 
 
 def load_split(cfg: PctrConfig, ds: str, split: str) -> pd.DataFrame:

@@ -23,7 +23,8 @@ class RankerPyfunc(mlflow.pyfunc.PythonModel):
             Path(context.artifacts["saved_model"]), Path(context.artifacts["calibrator"])
         )
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    # no type hints here: MLflow would try to derive a model signature from them
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
         from models.inputs import fill_defaults
 
         return self._predictor.predict(fill_defaults(model_input))

@@ -12,7 +12,7 @@ def test_feature_event_time_is_inside_ds_and_before_the_next_day() -> None:
     event = feature_event_time("2026-11-01")
     assert start <= event < end
     assert end - event == dt.timedelta(microseconds=1)
-    assert event.tzinfo == dt.timezone.utc
+    assert event.tzinfo == dt.UTC
 
 
 def test_ds_helpers() -> None:

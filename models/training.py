@@ -1,0 +1,143 @@
+"""The training loop run by every Horovod worker (and, with ``hvd=None``, by a single process).
+
+A custom ``tf.function`` step rather than ``model.fit``: Horovod's ``DistributedGradientTape`` and
+Keras callbacks fail on Keras 3 variables ("'Variable' object has no attribute 'ref'"), so the step
+takes gradients with respect to the underlying ``tf.Variable``s (``v.value``) and averages them
+with ``hvd.allreduce`` itself.
+
+Every worker must see the same number of training batches per epoch (shard, then pass
+``steps_per_epoch``), otherwise the allreduce of the longer workers waits forever.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+if TYPE_CHECKING:
+    from jobs.config import TrainConfig
+
+LOG_EVERY_STEPS = 200
+
+
+def train(
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    cfg_train: TrainConfig,
+    hvd: Any = None,
+    log: Callable[[str], None] = print,
+    *,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` (sigmoid output) with Adam on binary cross-entropy; return the history.
+
+    ``train_ds`` / ``val_ds`` yield ``(features dict, label)`` batches, already sharded per worker.
+    ``hvd`` is the ``horovod.tensorflow`` module or None. The learning rate is scaled by the number
+    of workers; rank 0's weights and optimizer state are broadcast before the first step (the
+    optimizer is built up front so that its state exists by then). Stops early when the validation
+    log loss, averaged over all workers so that every worker takes the same decision, has not
+    improved for ``early_stopping_patience`` epochs, and restores the best epoch's weights.
+    ``epochs`` overrides ``cfg_train.epochs`` (e.g. with ``retrieval_epochs``).
+
+    History: per-epoch ``loss`` (rank-local), ``val_logloss``, ``examples_per_sec`` (all workers),
+    and ``best_epoch`` (1-based), ``best_val_logloss``, ``epochs_run``.
+    """
+    keras.utils.set_random_seed(cfg_train.seed)
+    size = hvd.size() if hvd is not None else 1
+    is_chief = hvd is None or hvd.rank() == 0
+    optimizer = keras.optimizers.Adam(learning_rate=cfg_train.learning_rate * size)
+    optimizer.build(model.trainable_variables)
+    if hvd is not None:
+        hvd.broadcast_variables([v.value for v in model.variables + optimizer.variables], root_rank=0)
+
+    train_step = _make_train_step(model, optimizer, hvd)
+    val_step = _make_val_step(model)
+    history: dict[str, Any] = {"loss": [], "val_logloss": [], "examples_per_sec": []}
+    best_loss, best_epoch, best_weights = math.inf, 0, model.get_weights()
+    n_epochs = cfg_train.epochs if epochs is None else epochs
+
+    for epoch in range(1, n_epochs + 1):
+        loss_sum, examples, start = 0.0, 0, time.perf_counter()
+        batches = train_ds if steps_per_epoch is None else train_ds.take(steps_per_epoch)
+        for step, (features, labels) in enumerate(batches, start=1):
+            loss, n = train_step(features, labels)
+            loss_sum += float(loss) * int(n)
+            examples += int(n)
+            if is_chief and step % LOG_EVERY_STEPS == 0:
+                rate = examples * size / (time.perf_counter() - start)
+                log(f"epoch {epoch} step {step} loss {loss_sum / examples:.5f} {rate:,.0f} examples/s")
+        if examples == 0:
+            raise ValueError("train_ds yielded no examples")
+        rate = examples * size / (time.perf_counter() - start)
+        val_loss = _val_logloss(val_ds, val_step, hvd)
+        history["loss"].append(loss_sum / examples)
+        history["val_logloss"].append(val_loss)
+        history["examples_per_sec"].append(rate)
+        if is_chief:
+            log(
+                f"epoch {epoch}/{n_epochs} loss {loss_sum / examples:.5f} val_logloss {val_loss:.5f} "
+                f"{rate:,.0f} examples/s"
+            )
+        if val_loss < best_loss:
+            best_loss, best_epoch, best_weights = val_loss, epoch, model.get_weights()
+        elif epoch - best_epoch >= cfg_train.early_stopping_patience:
+            if is_chief:
+                log(f"early stopping after epoch {epoch}; restoring epoch {best_epoch}")
+            break
+
+    model.set_weights(best_weights)
+    history.update(best_epoch=best_epoch, best_val_logloss=best_loss, epochs_run=len(history["loss"]))
+    return history
+
+
+def _make_train_step(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer, hvd: Any
+) -> Callable[[dict[str, tf.Tensor], tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    trainable = model.trainable_variables
+    loss_fn = keras.losses.BinaryCrossentropy()
+
+    # reduce_retracing: the last, smaller batch would otherwise trace a second graph.
+    @tf.function(reduce_retracing=True)
+    def step(features: dict[str, tf.Tensor], labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        labels = tf.reshape(tf.cast(labels, tf.float32), (-1, 1))
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, model(features, training=True))
+        grads = tape.gradient(loss, [v.value for v in trainable])
+        if hvd is not None:
+            # Embedding gradients are IndexedSlices; Horovod allgathers those instead of densifying.
+            grads = [hvd.allreduce(g, op=hvd.Average) for g in grads]
+        optimizer.apply_gradients(zip(grads, trainable, strict=True))
+        return loss, tf.shape(labels)[0]
+
+    return step
+
+
+def _make_val_step(model: keras.Model) -> Callable[[dict[str, tf.Tensor], tf.Tensor], tf.Tensor]:
+    @tf.function(reduce_retracing=True)
+    def step(features: dict[str, tf.Tensor], labels: tf.Tensor) -> tf.Tensor:
+        labels = tf.reshape(tf.cast(labels, tf.float32), (-1, 1))
+        preds = model(features, training=False)
+        return tf.reduce_sum(keras.losses.binary_crossentropy(labels, preds))
+
+    return step
+
+
+def _val_logloss(
+    val_ds: tf.data.Dataset, val_step: Callable[[dict[str, tf.Tensor], tf.Tensor], tf.Tensor], hvd: Any
+) -> float:
+    total = np.zeros(2, dtype=np.float64)  # (sum of losses, examples)
+    for features, labels in val_ds:
+        total += (float(val_step(features, labels)), int(tf.size(labels)))
+    if hvd is not None:
+        total = hvd.allreduce(tf.constant(total), op=hvd.Sum, name="val_logloss").numpy()
+    if total[1] == 0:
+        raise ValueError("val_ds yielded no examples")
+    return float(total[0] / total[1])

@@ -60,19 +60,20 @@ def read_raw_events(spark: SparkSession, paths: list[str], fields: tuple[tuple[s
     """
     from pyspark.sql import functions as F
 
-    schema = ", ".join(f"{name} {dtype}" for name, dtype in fields)
-    json_ok = F.get_json_object("raw", "$").isNotNull() & F.ltrim("raw").startswith("{")
+    typed = ", ".join(f"{name} {dtype}" for name, dtype in fields)
+    as_text = ", ".join(f"{name} string" for name, _ in fields) + ", _corrupt string"
     lines = (
         spark.read.option("recursiveFileLookup", "true")
         .text(paths)
         .withColumnRenamed("value", "raw")
         .withColumn("source_file", F.input_file_name())
     )
-    parsed = lines.withColumn("parsed", F.from_json("raw", schema, {"mode": "PERMISSIVE"}))
-    # from_json nulls only the mistyped field; a line is schema-valid when each field it has parses
-    typed_ok = [
-        F.get_json_object("raw", f"$.{name}").isNull() | F.col(f"parsed.{name}").isNotNull() for name, _ in fields
-    ]
+    # two parses per line: typed values, and the same fields as text to tell "absent" from "mistyped"
+    parsed = lines.withColumn("parsed", F.from_json("raw", typed)).withColumn(
+        "text", F.from_json("raw", as_text, {"columnNameOfCorruptRecord": "_corrupt"})
+    )
+    json_ok = F.col("text._corrupt").isNull() & F.ltrim("raw").startswith("{")
+    typed_ok = [F.col(f"text.{name}").isNull() | F.col(f"parsed.{name}").isNotNull() for name, _ in fields]
     return parsed.select(
         "raw",
         "source_file",
@@ -156,7 +157,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         F.when(F.col("parse_error").isNotNull(), F.col("parse_error"))
         .when(missing_required, "schema_violation")
         .when(out_of_range, "out_of_range"),
-    )
+    ).persist()  # parsed once: gzip JSON parsing is the most expensive step
     # the first of duplicate impressions (by time, then file and line) is kept; later copies are quarantined
     first = Window.partitionBy("impression_id").orderBy("ts_parsed", "source_file", "line_no")
     valid = imps.where(F.col("reason").isNull()).withColumn("dup_rank", F.row_number().over(first))
@@ -185,18 +186,23 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         ).cast("int"),
     )
     labelled = labelled.withColumn("click_ts", F.when(F.col("label") == 1, F.col("click_ts")))
-    rows = labelled.select(
+    row_columns = [
         "impression_id", "request_id", F.col("ts_parsed").alias("ts"), "user_id", "ad_id", "advertiser_id",
         "campaign_id", "placement", "position", "device", "os", "country", "bid",
         F.hour("ts_parsed").cast("long").alias("hour"), "label", "click_ts",
-    ).cache()  # fmt: skip
-    keep = (F.col("label") == 1) | (_hash_fraction("impression_id", "neg") < cfg.join.neg_rate)
-    joined = rows.where(keep).select(
-        *rows.columns,
+    ]  # fmt: skip
+    rows = labelled.select(
+        *row_columns,
+        ((F.col("label") == 1) | (_hash_fraction("impression_id", "neg") < cfg.join.neg_rate)).alias("kept"),
+        (_hash_fraction("impression_id", "eval") < cfg.join.eval_sample_rate).alias("in_eval"),
+    ).persist()
+    row_names = [c for c in rows.columns if c not in ("kept", "in_eval")]
+    joined = rows.where("kept").select(
+        *row_names,
         F.lit(cfg.join.neg_rate).alias("neg_rate"),
         F.when(F.col("label") == 1, 1.0).otherwise(1.0 / cfg.join.neg_rate).alias("weight"),
     )
-    eval_sample = rows.where(_hash_fraction("impression_id", "eval") < cfg.join.eval_sample_rate)
+    eval_sample = rows.where("in_eval").select(*row_names)
 
     # accounting of the clicks that arrived on ds: orphans match no impression of ds-1 or ds
     arrived = clicks.where(F.col("source_file").contains(f"/dt={ds}/"))
@@ -220,6 +226,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
             .when(F.col("known").isNull(), "orphan_click")
             .when(F.col("rank") > 1, "duplicate_click"),
         )
+        .persist()
     )
 
     quarantine = _quarantine(imps.where(F.col("reason").isNotNull()), "impression", F.col("reason"))
@@ -227,23 +234,36 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         _quarantine(valid.where(F.col("reason").isNotNull()), "impression", F.col("reason"))
     ).unionByName(_quarantine(arrived.where(F.col("reason").isNotNull()), "click", F.col("reason")))
 
+    # one aggregation per cached frame instead of one count per number
+    by_reason = {
+        event: {r["reason"]: r["count"] for r in df.groupBy("reason").count().collect()}
+        for event, df in (("impression", imps), ("valid", valid), ("click", arrived))
+    }
+    kept = rows.agg(
+        F.sum(F.col("kept").cast("long")).alias("n_out"),
+        F.sum((F.col("kept") & (F.col("label") == 1)).cast("long")).alias("positives"),
+        F.sum(F.col("in_eval").cast("long")).alias("eval_rows"),
+    ).first()
     counts = {
-        "n_imps": imps.count(),
-        "n_clean": clean.count(),
-        "n_out": joined.count(),
-        "positives": joined.where(F.col("label") == 1).count(),
-        "n_arrived": arrived.count(),
-        "clean_clicks": arrived.where(F.col("reason").isNull()).count(),
-        "eval_rows": eval_sample.count(),
+        "n_imps": sum(by_reason["impression"].values()),
+        "n_clean": by_reason["valid"].get(None, 0),
+        "n_out": kept["n_out"] or 0,
+        "positives": kept["positives"] or 0,
+        "eval_rows": kept["eval_rows"] or 0,
+        "n_arrived": sum(by_reason["click"].values()),
+        "clean_clicks": by_reason["click"].get(None, 0),
         "q_counts": {
-            f"{r['event']}:{r['reason']}": r["count"] for r in quarantine.groupBy("event", "reason").count().collect()
+            f"{'impression' if event == 'valid' else event}:{reason}": n
+            for event, reasons in by_reason.items()
+            for reason, n in reasons.items()
+            if reason is not None
         },
     }
     _write_partition(layout.quarantine(ds), quarantine, partitions=1)
     _write_partition(layout.eval_sample(ds), eval_sample, partitions=2)
     stats = _stats(ds, cfg, layout, checksum=_checksum(joined), seconds=time.time() - started, **counts)
     _write_partition(layout.joined(ds), joined, partitions=4, stats=stats)
-    for df in (valid, clicks, rows):
+    for df in (imps, valid, clicks, rows, arrived):
         df.unpersist()
     return stats
 

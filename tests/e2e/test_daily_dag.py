@@ -1,0 +1,76 @@
+"""End to end: tiny simulated days -> `airflow dags test pctr_daily` -> service -> ranked ads (the demo path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.config import load_config
+from jobs.io import read_json
+from jobs.pipeline import DAILY_STAGES
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("pctr-e2e")
+    with pytest.MonkeyPatch.context() as mp:
+        # small and fast, but every engine is real: Spark, GX, Feast, horovodrun -np 2, MLflow, FAISS, Airflow
+        for key, value in {
+            "PCTR_HOME": str(home),
+            "PCTR_TRAIN__HISTORY_DAYS": "2",
+            "PCTR_TRAIN__EPOCHS": "2",
+            "PCTR_TRAIN__HASH_BUCKETS": "5000",
+            "PCTR_TRAIN__BATCH_SIZE": "256",
+            "PCTR_SERVING__PORT": "18501",
+            "PCTR_JOIN__NEG_RATE": "0.3",
+        }.items():
+            mp.setenv(key, value)
+        from jobs import demo
+
+        assert demo.main(["--scale", "tiny"]) == 0
+    return home
+
+
+def test_every_stage_of_the_daily_dag_succeeds(demo_home: Path) -> None:
+    summary = read_json(demo_home / "demo" / "summary.json")
+    assert {name: s["status"] for name, s in summary["stages"].items()} == {s.name: "ok" for s in DAILY_STAGES}
+    assert all(s["seconds"] is not None and s["seconds"] >= 0 for s in summary["stages"].values())
+    for key in ("auc", "logloss", "normalized_entropy", "ece", "oe_ratio", "oracle_auc", "baseline_auc"):
+        assert summary["metrics"][key] is not None, key
+    assert 0.0 < summary["metrics"]["auc"] <= 1.0
+    assert summary["metrics"]["oracle_auc"] > 0.6
+
+
+def test_the_model_is_registered_as_champion_and_published(demo_home: Path) -> None:
+    import mlflow
+
+    from jobs.layout import Layout
+    from jobs.register import tracking_uri
+    from serving.bundle import current_bundle_dir, verify
+
+    cfg = load_config(home=demo_home)
+    summary = read_json(demo_home / "demo" / "summary.json")
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(cfg), registry_uri=tracking_uri(cfg))
+    champion = client.get_model_version_by_alias(cfg.model_name, "champion")
+    assert champion.version == summary["model_version"] == summary["champion"]
+    bundle = current_bundle_dir(Layout(demo_home))
+    manifest = verify(bundle)
+    assert manifest["model_version"] == summary["model_version"]
+    assert summary["index_size"] > 0
+
+
+def test_the_service_ranked_ads_for_known_and_new_users(demo_home: Path) -> None:
+    summary = read_json(demo_home / "demo" / "summary.json")
+    assert len(summary["ranked_users"]) == 3
+    assert summary["ranked_users"][-1]["user_id"] == "u-new-demo-user"
+    for user in summary["ranked_users"]:
+        assert len(user["ads"]) == 3 and len(set(user["ads"])) == 3
+    example = summary["rank_example"]
+    assert example["model_version"]
+    for ad in example["ads"]:
+        assert 0.0 < ad["pctr"] < 1.0
+        assert ad["price"] <= ad["bid"] + 1e-9
+    assert len(summary["predict_example"]["predictions"]) == 1

@@ -18,7 +18,9 @@ fi
   exit 1
 }
 
-key=$(cat setup.cfg .ci/constraints.txt .ci/setup-venv.sh .ci/build-horovod.sh | sha256sum | cut -c1-16)
+# only what decides the installed packages: the pins (requirement sections of setup.cfg) and the scripts
+pins=$(sed -n '/^install_requires =/,/^$/p; /^\[options.extras_require\]/,/^$/p' setup.cfg)
+key=$( (echo "$pins"; cat .ci/constraints.txt .ci/setup-venv.sh .ci/build-horovod.sh) | sha256sum | cut -c1-16)
 venv="$cache/venv-$key"
 wheels="$cache/wheels"
 

@@ -39,8 +39,8 @@ def verify(bundle: Path) -> dict[str, Any]:
     manifest = read_manifest(bundle)
     actual = file_checksums(bundle)
     if actual != manifest["checksums"]:
-        bad = sorted(set(actual.items()) ^ set(manifest["checksums"].items()))
-        raise ValueError(f"bundle {bundle} does not match its manifest: {[name for name, _ in bad][:5]}")
+        bad = sorted({name for name, _ in set(actual.items()) ^ set(manifest["checksums"].items())})
+        raise ValueError(f"bundle {bundle} does not match its manifest: {bad[:5]}")
     return manifest
 
 

@@ -12,7 +12,17 @@ import pytest
 from jobs.pipeline import DAILY_STAGES
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY_MODULES = ("tensorflow", "keras", "pyspark", "feast", "mlflow", "great_expectations", "faiss", "horovod", "sklearn")
+HEAVY_MODULES = (
+    "tensorflow",
+    "keras",
+    "pyspark",
+    "feast",
+    "mlflow",
+    "great_expectations",
+    "faiss",
+    "horovod",
+    "sklearn",
+)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def test_env_overrides_nested_fields_and_home_becomes_absolute(monkeypatch: pyte
 
 def test_file_is_below_env_and_above_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "pctr.toml"
-    config.write_text('[train]\nepochs = 5\nbatch_size = 64\n[join]\nneg_rate = 0.25\n')
+    config.write_text("[train]\nepochs = 5\nbatch_size = 64\n[join]\nneg_rate = 0.25\n")
     monkeypatch.setenv("PCTR_CONFIG", str(config))
     monkeypatch.setenv("PCTR_TRAIN__EPOCHS", "9")
     cfg = load_config()

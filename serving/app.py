@@ -1,0 +1,259 @@
+"""The HTTP service: ranking, TF-Serving-compatible predict and status, health, readiness, metrics, reload.
+
+``create_app`` returns the FastAPI app without loading anything; once it starts, a background
+thread loads the bundle named by CURRENT, retrying every ``RETRY_SECONDS`` (so the service may start
+before the first publish) while ``/readyz`` answers 503. ``POST /admin/reload`` builds an engine on
+the bundle CURRENT names now and swaps it in by one assignment: requests in flight finish on the
+engine they started with. Endpoints are plain ``def``: FastAPI runs them in its thread pool, and the
+TensorFlow and FAISS calls release the GIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Info, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from jobs.config import PctrConfig
+from jobs.layout import Layout
+from models.features import FEATURES
+from serving.auction import FrequencyCap
+from serving.bundle import current_bundle_dir
+from serving.ranker import CONTEXT, MODEL_NAME, RankingEngine
+from serving.served_log import ServedLog
+
+logger = logging.getLogger(__name__)
+
+RETRY_SECONDS = 5.0
+PREDICT_PATH = f"/v1/models/{MODEL_NAME}:predict"
+_PY_TYPES: dict[str, Any] = {"string": str | int, "int64": int, "float32": float}
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+Context = create_model(
+    "Context",
+    __config__=ConfigDict(extra="forbid"),
+    **{f.name: (_PY_TYPES[f.dtype], f.default) for f in CONTEXT},  # type: ignore[call-overload]
+)
+
+
+class RankRequest(BaseModel):
+    """Body of ``POST /v1/rank``; context fields left out take the spec defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1)
+    context: Context = Field(default_factory=Context)  # type: ignore[valid-type]
+    slots: int = Field(ge=1)
+    request_id: str | None = None
+
+
+def _instance_field(dtype: str) -> Any:
+    # TF Serving's row format gives each (None, 1) input as a one-element list; a bare value is accepted too.
+    value = _PY_TYPES[dtype]
+    return (value | Annotated[list[value], Field(min_length=1, max_length=1)] | None, None)
+
+
+Instance = create_model(
+    "Instance",
+    __config__=ConfigDict(extra="forbid"),
+    **{f.name: _instance_field(f.dtype) for f in FEATURES},  # type: ignore[call-overload]
+)
+
+
+class PredictRequest(BaseModel):
+    """Body of ``POST /v1/models/pctr:predict`` in TF Serving's row format; missing features take spec defaults."""
+
+    instances: list[Instance] = Field(min_length=1)  # type: ignore[valid-type]
+    signature_name: str = "serving_default"
+
+    @model_validator(mode="after")
+    def _only_default_signature(self) -> PredictRequest:
+        if self.signature_name != "serving_default":
+            raise ValueError(f"unknown signature_name {self.signature_name!r}; the model has serving_default only")
+        return self
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Instances as ``{feature: scalar}``, unwrapped from one-element lists, without missing features."""
+        return [
+            {k: v[0] if isinstance(v, list) else v for k, v in instance.model_dump(exclude_none=True).items()}
+            for instance in self.instances
+        ]
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of its own (one per app, so tests can build many)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "pctr_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "pctr_request_seconds", "HTTP request latency", ["endpoint"], buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.phases = Histogram(
+            "pctr_rank_phase_seconds", "Latency of each phase of /v1/rank", ["phase"], buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.reloads = Counter("pctr_bundle_reloads", "Bundle loads by result", ["result"], registry=self.registry)
+        self.bundle = Info("pctr_bundle", "The bundle being served", registry=self.registry)
+
+
+class Engines:
+    """The live engine and its (re)loads; a load that fails leaves the live engine serving."""
+
+    def __init__(self, cfg: PctrConfig, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.engine: RankingEngine | None = None
+        self.error: str | None = "not loaded yet"
+        self._lock = threading.Lock()
+        # Per process, not per bundle: they survive reloads.
+        self._frequency = FrequencyCap(cfg.serving.frequency_cap)
+        self._served_log = ServedLog(Layout(cfg.home).served_log)
+
+    def reload(self) -> RankingEngine:
+        """Load the bundle CURRENT names and make it live; raises (and keeps the old engine) on failure."""
+        with self._lock:  # one load at a time: each holds a whole bundle in memory
+            layout = Layout(self.cfg.home)
+            try:
+                bundle = current_bundle_dir(layout)
+                if bundle is None:
+                    raise FileNotFoundError(f"nothing published yet: {layout.current_pointer} does not exist")
+                engine = RankingEngine.load(bundle, self.cfg, frequency=self._frequency, served_log=self._served_log)
+            except Exception as err:
+                self.metrics.reloads.labels("error").inc()
+                self.error = f"{type(err).__name__}: {err}"
+                raise
+            self.engine, self.error = engine, None
+            self.metrics.reloads.labels("ok").inc()
+            self.metrics.bundle.info({"version": engine.version, "model_version": engine.model_version})
+            logger.info("serving bundle %s (model version %s)", engine.version, engine.model_version)
+            return engine
+
+    def load_until_ready(self, stop: threading.Event) -> None:
+        # An /admin/reload may succeed while this waits; then there is nothing left to do.
+        while self.engine is None and not stop.is_set():
+            try:
+                self.reload()
+                return
+            except Exception as err:
+                # before the first publish this repeats every few seconds: no traceback for that
+                quiet = isinstance(err, FileNotFoundError)
+                logger.warning("%s; retrying in %.0f s", self.error, RETRY_SECONDS, exc_info=not quiet)
+                stop.wait(RETRY_SECONDS)
+
+    def live(self) -> RankingEngine:
+        engine = self.engine
+        if engine is None:
+            raise HTTPException(503, detail=f"no bundle loaded: {self.error}")
+        return engine
+
+
+def create_app(cfg: PctrConfig) -> FastAPI:
+    """The service over ``cfg.home``'s CURRENT bundle; the bundle loads in the background once the app starts."""
+    metrics = Metrics()
+    engines = Engines(cfg, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        threading.Thread(target=engines.load_until_ready, args=(stop,), name="bundle-loader", daemon=True).start()
+        yield
+        stop.set()
+
+    app = FastAPI(title="pctr ranking service", lifespan=lifespan)
+    app.state.engines = engines
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")  # the template, never the raw path: bounded labels
+            metrics.requests.labels(endpoint, str(status)).inc()
+            metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path != PREDICT_PATH:
+            return await request_validation_exception_handler(request, exc)
+        # TF Serving answers a bad request with 400 and {"error": message}; its clients expect that.
+        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"error": message}, status_code=400)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        engine = engines.engine
+        if engine is None:
+            return JSONResponse({"status": "not ready", "error": engines.error}, status_code=503)
+        return JSONResponse({"status": "ready", "version": engine.version, "model_version": engine.model_version})
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/rank")
+    def rank(body: RankRequest) -> dict[str, Any]:
+        if body.slots > cfg.join.max_position:
+            raise HTTPException(422, detail=f"slots must be <= {cfg.join.max_position}, got {body.slots}")
+        result = engines.live().rank(body.user_id, body.context.model_dump(), body.slots, body.request_id)
+        for phase, ms in result["timings_ms"].items():
+            metrics.phases.labels(phase).observe(ms / 1000.0)
+        return result
+
+    @app.post(PREDICT_PATH)
+    def predict(body: PredictRequest) -> Response:
+        engine = engines.engine
+        if engine is None:
+            return JSONResponse({"error": f"model {MODEL_NAME} is not loaded: {engines.error}"}, status_code=503)
+        # A single-output model's predictions in row format: one list of the output's (1,) values per instance.
+        return JSONResponse({"predictions": [[p] for p in engine.predict(body.rows())]})
+
+    @app.get(f"/v1/models/{MODEL_NAME}")
+    def model_status() -> Response:
+        engine = engines.engine
+        if engine is None:
+            return JSONResponse({"error": f"model {MODEL_NAME} is not loaded: {engines.error}"}, status_code=503)
+        status = {"error_code": "OK", "error_message": ""}
+        return JSONResponse(
+            {"model_version_status": [{"version": engine.model_version, "state": "AVAILABLE", "status": status}]}
+        )
+
+    @app.post("/admin/reload")
+    def reload() -> dict[str, Any]:
+        previous = engines.engine.version if engines.engine is not None else None
+        try:
+            engine = engines.reload()
+        except Exception as err:
+            raise HTTPException(500, detail=f"reload failed, still serving {previous}: {engines.error}") from err
+        return {"version": engine.version, "model_version": engine.model_version, "previous": previous}
+
+    return app
+
+
+def serve(cfg: PctrConfig, host: str, port: int) -> None:
+    """Run the service with uvicorn in one worker process (the frequency cap and served log are per process)."""
+    import uvicorn
+
+    uvicorn.run(create_app(cfg), host=host, port=port, workers=1)

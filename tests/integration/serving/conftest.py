@@ -1,0 +1,254 @@
+"""A tiny real serving home: a bundle of untrained ``models/`` networks, FAISS over 50 ads, Feast with 4 users.
+
+The bundle parts are built once per session (``bundle_parts``); ``publish`` copies them into a home
+as a versioned bundle with a manifest and flips CURRENT, like ``jobs.publish``. Homes share one
+Feast repo (symlinked), materialised with the users' features of yesterday (inside the TTL).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.config import PctrConfig, ServingConfig, TrainConfig, load_config
+from jobs.io import write_json_atomic, write_text_atomic
+from jobs.layout import FEATURE_ENTITIES, Layout, day_bounds, feature_event_time
+from models.features import ENTITY_KEYS, FEATURES, Feature, batch_features
+from serving.bundle import MANIFEST, file_checksums
+
+N_ADS = 50
+N_ADVERTISERS = 10
+USERS = ("u1", "u2", "u3", "u4")
+SERVING = ServingConfig(retrieval_k=20, max_ads_per_advertiser=1, frequency_cap=2, reserve_price=0.05)
+TRAIN = TrainConfig(embedding_dim=4, hash_buckets=1000, hidden_units=(16, 8), retrieval_dim=8)
+# slope 1, intercept 0 and no downsampling: the identity, i.e. the raw scores TF Serving would return
+IDENTITY_CALIBRATOR = '{"method": "platt", "neg_rate": 1.0, "x": [], "y": [], "slope": 1.0, "intercept": 0.0}'
+
+
+def spec_values(features: list[Feature], n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Plausible raw values for ``features``: a few categories per string, small counts, CTRs in [0, 0.1]."""
+    out: dict[str, np.ndarray] = {}
+    for f in features:
+        if f.dtype == "string":
+            out[f.name] = np.array([f"{f.name}_{i}" for i in rng.integers(0, 5, n)], dtype=object)
+        elif f.dtype == "int64":
+            out[f.name] = rng.integers(0, 24, n)
+        elif f.name.endswith("impressions_30d"):
+            out[f.name] = rng.choice([0.0, 50.0, 5000.0], n).astype(np.float32)  # some ads are new
+        else:
+            scale = 0.1 if "_ctr_" in f.name else 100.0
+            out[f.name] = (scale * rng.random(n)).astype(np.float32)
+    return out
+
+
+def feature_table(entity: str, keys: np.ndarray, rng: np.random.Generator, ds: str) -> pd.DataFrame:
+    """One entity's feature file of ``ds`` as build_features writes it."""
+    frame = pd.DataFrame({ENTITY_KEYS[entity]: keys, **spec_values(batch_features(entity), len(keys), rng)})  # type: ignore[arg-type]
+    ts = pd.Timestamp(feature_event_time(ds)).as_unit("us")
+    return frame.assign(event_timestamp=ts, created_timestamp=ts)
+
+
+@pytest.fixture(scope="session")
+def feature_day() -> str:
+    return (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+
+
+@pytest.fixture(scope="session")
+def ads_table() -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    advertiser_ids = np.array([f"adv{i % N_ADVERTISERS}" for i in range(N_ADS)], dtype=object)
+    frame = pd.DataFrame(
+        {
+            "ad_id": np.array([f"a{i}" for i in range(N_ADS)], dtype=object),
+            "advertiser_id": advertiser_ids,
+            "campaign_id": np.char.add("c", (np.arange(N_ADS) // 2).astype(str)).astype(object),
+            "bid": np.where(np.arange(N_ADS) % 10 == 9, 0.02, rng.uniform(0.1, 2.0, N_ADS)),  # some under reserve
+        }
+    )
+    ad_side = [f for e in ("ad", "advertiser") for f in batch_features(e)]  # type: ignore[arg-type]
+    return frame.assign(**spec_values(ad_side, N_ADS, rng))
+
+
+@pytest.fixture(scope="session")
+def bundle_parts(tmp_path_factory: pytest.TempPathFactory, ads_table: pd.DataFrame) -> Path:
+    """Every bundle file but the manifest, from untrained DeepFM and two-tower models."""
+    import faiss
+
+    from jobs.retrieval import build_index
+    from models.calibration import Calibrator
+    from models.deepfm import build_deepfm
+    from models.export import export_saved_model
+    from models.features import tower_features
+    from models.inputs import compute_feature_stats, fill_defaults, to_tensors
+    from models.retrieval import build_two_tower, get_tower
+
+    parts = tmp_path_factory.mktemp("bundle_parts")
+    rng = np.random.default_rng(0)
+    frame = fill_defaults(pd.DataFrame(spec_values(list(FEATURES), 256, rng)))
+    stats = compute_feature_stats({c: frame[c].to_numpy() for c in frame.columns})
+    export_saved_model(build_deepfm(FEATURES, stats, TRAIN), parts / "ranker")
+    towers = build_two_tower(stats, TRAIN)
+    export_saved_model(get_tower(towers, "user"), parts / "user_tower")
+    ad_features = tower_features("ad")
+    ad_emb = np.asarray(get_tower(towers, "ad")(to_tensors(fill_defaults(ads_table, ad_features), ad_features)))
+    faiss.write_index(build_index(ad_emb, "flat"), str(parts / "faiss.index"))
+    ads_table.to_parquet(parts / "ads.parquet", index=False)
+    (parts / "calibrator.json").write_text(Calibrator("platt", neg_rate=0.1, slope=1.2, intercept=-0.3).to_json())
+    return parts
+
+
+@pytest.fixture(scope="session")
+def feast_repo(tmp_path_factory: pytest.TempPathFactory, ads_table: pd.DataFrame, feature_day: str) -> Path:
+    """A Feast repo with the features of ``feature_day`` of USERS (and of the ads) materialised."""
+    from feature_repo.definitions import view_name
+    from jobs.feast_store import feature_store
+
+    home = tmp_path_factory.mktemp("feast_home")
+    cfg = load_config(home=home)
+    layout = Layout(cfg.home)
+    rng = np.random.default_rng(2)
+    keys = {
+        "user": np.array(USERS, dtype=object),
+        "ad": ads_table["ad_id"].to_numpy(),
+        "advertiser": ads_table["advertiser_id"].unique(),
+    }
+    for entity in FEATURE_ENTITIES:
+        layout.features(entity, feature_day).mkdir(parents=True)
+        feature_table(entity, keys[entity], rng, feature_day).to_parquet(
+            layout.features(entity, feature_day) / "features.parquet", index=False
+        )
+    store = feature_store(cfg, apply=True)
+    start, end = day_bounds(feature_day)
+    store.materialize(start_date=start, end_date=end, feature_views=[view_name("user")])
+    return layout.feast_repo
+
+
+@pytest.fixture(scope="session")
+def make_home(tmp_path_factory: pytest.TempPathFactory, feast_repo: Path) -> Callable[..., PctrConfig]:
+    """``(**serving overrides) -> cfg`` of a fresh home sharing the session's Feast repo."""
+
+    def make(**serving: object) -> PctrConfig:
+        home = tmp_path_factory.mktemp("home")
+        (home / "feast").symlink_to(feast_repo, target_is_directory=True)
+        return load_config(home=home, serving=SERVING.model_copy(update=serving))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def publish(bundle_parts: Path) -> Callable[..., Path]:
+    """``(cfg, version, model_version, calibrator=None) -> bundle``: copy parts, write the manifest, flip CURRENT."""
+
+    def run(cfg: PctrConfig, version: str, model_version: str, calibrator: str | None = None) -> Path:
+        layout = Layout(cfg.home)
+        bundle = layout.bundles / version
+        shutil.copytree(bundle_parts, bundle)
+        if calibrator is not None:
+            (bundle / "calibrator.json").write_text(calibrator)
+        manifest = {
+            "version": version,
+            "model_version": model_version,
+            "feature_service": "ranker_v1",
+            "checksums": file_checksums(bundle),
+        }
+        write_json_atomic(bundle / MANIFEST, manifest)
+        write_text_atomic(layout.current_pointer, version + "\n")
+        return bundle
+
+    return run
+
+
+def wait_ready(get: Callable[[str], object], timeout_s: float = 60.0) -> None:
+    """Poll ``/readyz`` through ``get`` (a TestClient's or httpx's) until it answers 200."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if get("/readyz").status_code == 200:  # type: ignore[attr-defined]
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"not ready within {timeout_s} s: {get('/readyz').json()}")  # type: ignore[attr-defined]
+
+
+@contextmanager
+def running_server(app: object) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def users() -> tuple[str, ...]:
+    return USERS
+
+
+@pytest.fixture(scope="session")
+def identity_calibrator() -> str:
+    return IDENTITY_CALIBRATOR
+
+
+@pytest.fixture(scope="session")
+def instances(ads_table: pd.DataFrame) -> list[dict[str, object]]:
+    """TF-Serving-API instances: ids and context, a few batch features, some as one-element lists, some missing."""
+    rows = ads_table.head(5)
+    return [
+        {
+            "user_id": ["u1"] if i % 2 else "u1",
+            "ad_id": ad.ad_id,
+            "advertiser_id": [ad.advertiser_id],
+            "placement": "stories",
+            "hour": i,
+            "ad_ctr_7d": float(ad.ad_ctr_7d),
+            **({"user_days_since_last_impression": 3.5} if i else {}),
+        }
+        for i, ad in enumerate(rows.itertuples())
+    ]
+
+
+@pytest.fixture(scope="session")
+def expected_pctr(instances: list[dict[str, object]]) -> Callable[[Path], np.ndarray]:
+    """``bundle -> pCTRs`` of ``instances`` by the bundle's Predictor (what evaluation uses)."""
+    from models.inputs import fill_defaults
+    from serving.predictor import Predictor
+
+    def run(bundle: Path) -> np.ndarray:
+        rows = [{k: v[0] if isinstance(v, list) else v for k, v in row.items()} for row in instances]
+        filled = fill_defaults(pd.DataFrame.from_records(rows, columns=[f.name for f in FEATURES]))
+        predictor = Predictor.load(bundle / "ranker", bundle / "calibrator.json")
+        return predictor.predict({f.name: filled[f.name].to_numpy() for f in FEATURES})
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def server() -> Callable[[object], AbstractContextManager[str]]:
+    return running_server
+
+
+@pytest.fixture(scope="session")
+def ready() -> Callable[..., None]:
+    return wait_ready

@@ -1,0 +1,116 @@
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from jobs.layout import Layout
+from models.features import FEATURES
+from serving.app import create_app
+
+pytestmark = pytest.mark.integration
+
+VERSION = "2026-11-20-v1"
+CONTEXT = {"placement": "feed", "device": "ios", "os": "ios17", "country": "US"}
+
+
+@pytest.fixture(scope="module")
+def live(make_home, publish, ready):
+    cfg = make_home()
+    bundle = publish(cfg, VERSION, "1")
+    with TestClient(create_app(cfg)) as client:
+        ready(client.get)
+        yield SimpleNamespace(cfg=cfg, bundle=bundle, client=client)
+
+
+def rank(live, user_id, slots=3, **extra):
+    response = live.client.post("/v1/rank", json={"user_id": user_id, "context": CONTEXT, "slots": slots, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_status_endpoints(live):
+    assert live.client.get("/healthz").json() == {"status": "ok"}
+    assert live.client.get("/readyz").json() == {"status": "ready", "version": VERSION, "model_version": "1"}
+    assert live.client.get("/v1/models/pctr").json() == {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
+
+
+def test_rank_fills_the_slots_by_ecpm_at_gsp_prices_under_the_rules(live, users):
+    reserve = live.cfg.serving.reserve_price
+    for user_id in users:
+        result = rank(live, user_id)
+        assert (result["user_id"], result["model_version"], result["bundle_version"]) == (user_id, "1", VERSION)
+        assert result["candidates"] == live.cfg.serving.retrieval_k
+        assert result["cold_start"] is False
+        assert set(result["timings_ms"]) == {"features", "retrieval", "scoring", "auction", "log", "total"}
+        ads = result["ads"]
+        assert [a["slot"] for a in ads] == [1, 2, 3]
+        ecpm = [a["ecpm"] for a in ads]
+        assert ecpm == sorted(ecpm, reverse=True)
+        assert len({a["advertiser_id"] for a in ads}) == len(ads)
+        for a in ads:
+            assert 0.0 < a["pctr"] < 1.0
+            assert a["ecpm"] == pytest.approx(1000.0 * a["bid"] * a["pctr"])
+            assert reserve <= a["price"] <= a["bid"]
+            assert a["explore"] is False
+        for winner, runner_up in zip(ads, ads[1:], strict=False):
+            assert winner["price"] == pytest.approx(max(reserve, runner_up["ecpm"] / (1000.0 * winner["pctr"])))
+
+
+def test_an_unknown_user_still_gets_ads(live):
+    result = rank(live, "never-seen-before")
+    assert result["cold_start"] is True
+    assert len(result["ads"]) == 3
+
+
+def test_an_ad_shown_frequency_cap_times_is_not_shown_again(live):
+    assert live.cfg.serving.frequency_cap == 2
+    first, second, third = ({a["ad_id"] for a in rank(live, "u-capped", slots=5)["ads"]} for _ in range(3))
+    shown_twice = first & second
+    assert shown_twice
+    assert not third & shown_twice
+
+
+def test_predict_api_matches_the_predictor(live, instances, expected_pctr):
+    response = live.client.post("/v1/models/pctr:predict", json={"instances": instances})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert all(len(p) == 1 for p in predictions)
+    np.testing.assert_allclose([p[0] for p in predictions], expected_pctr(live.bundle), rtol=1e-6)
+
+
+def test_served_impressions_are_logged_with_every_feature(live):
+    result = rank(live, "u2", request_id="req-served-log")
+    lines = [
+        json.loads(line)
+        for path in (Layout(live.cfg.home).served_log).glob("dt=*/*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    logged = [r for r in lines if r["request_id"] == "req-served-log"]
+    assert [(r["ad_id"], r["position"]) for r in logged] == [(a["ad_id"], a["slot"]) for a in result["ads"]]
+    assert [r["pctr_served"] for r in logged] == [a["pctr"] for a in result["ads"]]
+    for record in lines:
+        assert set(record["served_features"]) == {f.name for f in FEATURES}
+        assert record["served_features"]["position"] == live.cfg.serving.default_position
+        assert record["model_version"] == "1"
+        assert record["user_id"] == record["served_features"]["user_id"]
+    assert {k: logged[0]["served_features"][k] for k in CONTEXT} == CONTEXT
+    assert len({r["impression_id"] for r in lines}) == len(lines)
+
+
+def test_metrics_count_requests_and_time_each_phase(live):
+    rank(live, "u3")
+    assert live.client.post("/v1/rank", json={"user_id": "u3"}).status_code == 422
+    text = live.client.get("/metrics").text
+    assert 'pctr_requests_total{endpoint="/v1/rank",status="200"}' in text
+    assert 'pctr_requests_total{endpoint="/v1/rank",status="422"} 1.0' in text
+    assert 'pctr_request_seconds_count{endpoint="/v1/rank"}' in text
+    for phase in ("features", "retrieval", "scoring", "auction", "log", "total"):
+        assert f'pctr_rank_phase_seconds_count{{phase="{phase}"}}' in text
+    assert f'pctr_bundle_info{{model_version="1",version="{VERSION}"}} 1.0' in text
+    assert 'pctr_bundle_reloads_total{result="ok"} 1.0' in text

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from serving.ranker import RankingEngine
+
+pytestmark = pytest.mark.integration
+
+REQUEST = {"user_id": "u1", "context": {"placement": "feed"}, "slots": 2}
+
+
+def test_reload_swaps_bundles_and_refuses_a_tampered_one(make_home, publish, identity_calibrator):
+    cfg = make_home()
+    with TestClient(create_app(cfg)) as client:
+        assert client.get("/readyz").status_code == 503  # nothing published yet
+        assert client.post("/v1/rank", json=REQUEST).status_code == 503
+
+        publish(cfg, "v1", "1")
+        assert client.post("/admin/reload").json()["version"] == "v1"
+        assert client.get("/readyz").status_code == 200
+        assert client.post("/v1/rank", json=REQUEST).json()["model_version"] == "1"
+
+        publish(cfg, "v2", "2")
+        assert client.post("/admin/reload").json() == {"version": "v2", "model_version": "2", "previous": "v1"}
+        assert client.post("/v1/rank", json=REQUEST).json()["model_version"] == "2"
+        assert client.get("/v1/models/pctr").json()["model_version_status"][0]["version"] == "2"
+
+        tampered = publish(cfg, "v3", "3")
+        (tampered / "calibrator.json").write_text(identity_calibrator)
+        response = client.post("/admin/reload")
+        assert response.status_code == 500
+        assert "still serving v2" in response.json()["detail"]
+        assert "does not match its manifest: ['calibrator.json'" in response.json()["detail"]
+        assert client.get("/readyz").json()["version"] == "v2"
+        assert client.post("/v1/rank", json=REQUEST).json()["model_version"] == "2"
+        assert 'pctr_bundle_reloads_total{result="error"}' in client.get("/metrics").text
+
+    with pytest.raises(ValueError, match="does not match its manifest"):
+        RankingEngine.load(tampered, cfg)
+
+
+def test_exploration_gives_the_last_slot_to_a_new_ad_at_the_reserve(make_home, publish, ads_table):
+    cfg = make_home(exploration_epsilon=1.0)
+    engine = RankingEngine.load(publish(cfg, "v1", "1"), cfg, rng=np.random.default_rng(0))
+    new_ads = set(ads_table.loc[ads_table["ad_impressions_30d"] < 200, "ad_id"])
+    results = [engine.rank(f"explorer-{i}", {}, 3) for i in range(10)]
+    explored = [a for r in results for a in r["ads"] if a["explore"]]
+    assert explored
+    for ad in explored:
+        assert (ad["slot"], ad["price"]) == (3, cfg.serving.reserve_price)
+        assert ad["ad_id"] in new_ads
+    for r in results:
+        assert len({a["advertiser_id"] for a in r["ads"]}) == len(r["ads"]) == 3

@@ -13,6 +13,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from jobs.config import load_config
@@ -69,6 +70,30 @@ def _cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
+def _cmd_skew_report(args: argparse.Namespace) -> dict[str, Any]:
+    from jobs import skew_report
+
+    return skew_report.run(load_config(), args.ds)
+
+
+def _cmd_benchmark_dataset(args: argparse.Namespace) -> dict[str, Any]:
+    from jobs import benchmark_dataset
+
+    return benchmark_dataset.run(
+        load_config(),
+        args.path,
+        args.format,
+        label=args.label,
+        categorical=_columns(args.categorical),
+        numeric=_columns(args.numeric),
+        max_rows=args.max_rows,
+    )
+
+
+def _columns(value: str | None) -> list[str] | None:
+    return [c for c in value.split(",") if c] if value else None
+
+
 def _cmd_config(args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(load_config().model_dump_json())
 
@@ -106,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
 
+    p = add("skew-report", _cmd_skew_report, "compare served feature values with offline values for ds")
+    p.add_argument("--ds", type=_ds, required=True)
+
+    p = add("benchmark-dataset", _cmd_benchmark_dataset, "DeepFM vs logistic regression on any click file")
+    p.add_argument("path", type=Path)
+    p.add_argument("--format", choices=("criteo", "csv"), required=True)
+    p.add_argument("--label", help="label column (csv)")
+    p.add_argument("--categorical", help="comma-separated categorical columns (csv)")
+    p.add_argument("--numeric", help="comma-separated numeric columns (csv)")
+    p.add_argument("--max-rows", type=int, default=None, help="read at most this many rows")
+    p.set_defaults(always_json=True)  # its contract: the last stdout line is the JSON result
+
     add("config", _cmd_config, "print the effective configuration")
     return parser
 
@@ -123,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pctr {args.command}: {type(err).__name__}: {first_line}", file=sys.stderr)
         return 1
     if result:
-        _emit(result, args.json)
+        _emit(result, args.json or getattr(args, "always_json", False))
     return 0
 
 

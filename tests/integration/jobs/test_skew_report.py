@@ -1,0 +1,141 @@
+"""The skew report on a tiny hand-made home: two days of feature files in a real Feast repo, served logs
+written with the service's own ``ServedLog`` in the shape ``serving.ranker`` logs."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.config import PctrConfig, load_config
+from jobs.io import read_json
+from jobs.layout import FEATURE_ENTITIES, Layout, day_bounds, feature_event_time
+from jobs.skew_report import run
+from models.features import ENTITY_KEYS, FEATURES, batch_features
+from serving.served_log import ServedLog
+
+pytestmark = pytest.mark.integration
+
+DAY1, DAY2, DAY3 = "2026-11-20", "2026-11-21", "2026-11-22"
+KEYS = {
+    "user": ["u1", "u2", "u3", "u4"],
+    "ad": [f"a{i}" for i in range(6)],
+    "advertiser": ["adv0", "adv1", "adv2"],
+}
+STALE = "user_ctr_7d"
+
+
+def _feature_table(entity: str, ds: str, rng: np.random.Generator) -> pd.DataFrame:
+    """One entity's feature file of ds as build_features writes it (spec columns, spec types, event times)."""
+    keys = KEYS[entity]
+    columns: dict[str, object] = {ENTITY_KEYS[entity]: keys}
+    for f in batch_features(entity):  # type: ignore[arg-type]
+        if f.dtype == "string":
+            columns[f.name] = [f"{f.name}_{i}" for i in rng.integers(0, 4, len(keys))]
+        else:
+            columns[f.name] = (100 * rng.random(len(keys))).astype(np.float32)
+    ts = pd.Timestamp(feature_event_time(ds)).as_unit("us")
+    return pd.DataFrame(columns).assign(event_timestamp=ts, created_timestamp=ts)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[PctrConfig, dict[str, dict[str, pd.DataFrame]]]:
+    """A home with the feature files of DAY1 and DAY2 registered in Feast (nothing materialised)."""
+    from jobs.feast_store import feature_store
+
+    cfg = load_config(home=tmp_path_factory.mktemp("home"))
+    layout = Layout(cfg.home)
+    tables: dict[str, dict[str, pd.DataFrame]] = {}
+    for seed, ds in enumerate((DAY1, DAY2)):
+        rng = np.random.default_rng(seed)
+        tables[ds] = {}
+        for entity in FEATURE_ENTITIES:
+            table = _feature_table(entity, ds, rng)
+            layout.features(entity, ds).mkdir(parents=True)
+            table.to_parquet(layout.features(entity, ds) / "features.parquet", index=False)
+            tables[ds][entity] = table.set_index(ENTITY_KEYS[entity])
+    feature_store(cfg, apply=True)
+    return cfg, tables
+
+
+def _served_features(cfg: PctrConfig, features_of: dict[str, pd.DataFrame], ids: dict[str, str], now: dt.datetime,
+                     context: dict[str, str]) -> dict[str, object]:  # fmt: skip
+    """The ranker's inputs: request values, then batch values from ``features_of`` (spec defaults if unknown)."""
+    values: dict[str, object] = {**ids, **context, "position": cfg.serving.default_position, "hour": now.hour}
+    for f in batch_features():
+        table = features_of[f.entity]  # type: ignore[index]
+        key = ids[ENTITY_KEYS[f.entity]]  # type: ignore[index]
+        value = table.at[key, f.name] if key in table.index else f.default
+        values[f.name] = value.item() if isinstance(value, np.generic) else value
+    return {f.name: values[f.name] for f in FEATURES}
+
+
+def write_log(cfg: PctrConfig, ds: str, features_of: dict[str, pd.DataFrame], n: int,
+              stale: dict[int, dict[str, pd.DataFrame]] | None = None) -> None:  # fmt: skip
+    """n impressions of ds, three per request, as ``RankingEngine._record`` logs them; row i in ``stale``
+    was served ``STALE`` from other feature tables."""
+    context = {"placement": "feed", "device": "mobile", "os": "ios", "country": "US"}
+    log = ServedLog(Layout(cfg.home).served_log)
+    users = [*KEYS["user"], "u_new"]  # u_new: cold start, served the spec defaults
+    for start in range(0, n, 3):
+        now = day_bounds(ds)[0] + dt.timedelta(hours=5 * start // 3, minutes=7, seconds=1.5)
+        records = []
+        for i in range(start, min(start + 3, n)):
+            ad = i % len(KEYS["ad"])
+            ids = {"user_id": users[start // 3 % len(users)], "ad_id": f"a{ad}", "advertiser_id": f"adv{ad % 3}"}
+            served = _served_features(cfg, features_of, ids, now, context)
+            if stale and i in stale:
+                served[STALE] = _served_features(cfg, stale[i], ids, now, context)[STALE]
+            records.append({
+                "impression_id": f"{ds}-{i}", "request_id": f"{ds}-r{start}",
+                "ts": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                **ids, "campaign_id": "c1", **context, "position": 1 + i - start, "bid": 0.5, "price": 0.3,
+                "explore": False, "model_version": "3", "bundle_version": "v1", "pctr_served": 0.02,
+                "served_features": served,
+            })  # fmt: skip
+        log.write(records, dt.date.fromisoformat(ds))
+
+
+def test_served_features_equal_to_offline_report_no_skew(home: tuple) -> None:
+    cfg, tables = home
+    write_log(cfg, DAY2, tables[DAY1], n=15)  # impressions of DAY2 see DAY1's features
+
+    stats = run(cfg, DAY2)
+
+    assert stats["rows_compared"] == 15
+    assert set(stats["features"]) == {f.name for f in FEATURES}
+    assert {name: v["mismatches"] for name, v in stats["features"].items() if v["mismatches"]} == {}
+    assert all(v["example"] is None and v["mismatch_rate"] == 0.0 for v in stats["features"].values())
+    assert stats["features"]["hour"]["kind"] == "request" and stats["features"][STALE]["kind"] == "batch"
+    assert stats["max_batch_mismatch_rate"] == 0.0
+    assert read_json(Layout(cfg.home).stage_output("skew_report", DAY2) / "_stats.json") == stats
+
+
+def test_stale_feature_shows_its_share_of_rows(home: tuple) -> None:
+    cfg, tables = home
+    stale_rows = {0, 4, 7}
+    write_log(cfg, DAY3, tables[DAY2], n=10, stale={i: tables[DAY1] for i in stale_rows})
+    path = next((Layout(cfg.home).served_log / f"dt={DAY3}").glob("*.jsonl"))
+    with open(path, "a") as handle:
+        handle.write('{"impression_id": "torn", "ts": "2026-11-2')  # a line cut short by a crash
+
+    stats = run(cfg, DAY3)
+
+    assert stats["rows_compared"] == 10 and stats["malformed_lines"] == 1
+    skewed = stats["features"][STALE]
+    assert skewed["mismatches"] == 3 and skewed["mismatch_rate"] == pytest.approx(0.3)
+    assert stats["max_batch_mismatch_rate"] == pytest.approx(0.3)
+    example = skewed["example"]
+    assert example["impression_id"] == f"{DAY3}-0"
+    assert example["served"] == pytest.approx(float(tables[DAY1]["user"].at[example["user_id"], STALE]))
+    assert example["expected"] == pytest.approx(float(tables[DAY2]["user"].at[example["user_id"], STALE]))
+    others = {name: v["mismatches"] for name, v in stats["features"].items() if name != STALE}
+    assert set(others.values()) == {0}
+
+
+def test_missing_served_log_is_a_clear_error(home: tuple) -> None:
+    cfg, _ = home
+    with pytest.raises(FileNotFoundError, match=r"no served log for ds=2026-11-19: .*served.*pctr serve"):
+        run(cfg, "2026-11-19")

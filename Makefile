@@ -20,7 +20,7 @@ demo: setup ## simulate days, run pctr_daily through Airflow, serve, rank; write
 	$(PY) -m jobs.demo
 
 test: setup redis ## the whole test suite: unit, DAG integrity, integration on real engines, end to end
-	$(PYTEST) tests
+	$(PYTEST)
 
 test-unit: setup ## fast unit tests only
 	$(PYTEST) tests/unit tests/dags

@@ -56,6 +56,18 @@ def airflow(cfg: PctrConfig, *args: str, capture: bool = False, log_file: Path |
     return proc.stdout if capture and log_file is None else output
 
 
+def _json_output(text: str) -> Any:
+    """The JSON document at the end of a CLI's stdout (Airflow may print log lines before it)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(("[{", "[]", "{")):
+            try:
+                return json.loads("\n".join(lines[i:]))
+            except json.JSONDecodeError:
+                continue
+    raise ValueError(f"no JSON in the Airflow CLI output: {text[-500:]!r}")
+
+
 def migrate(cfg: PctrConfig) -> None:
     airflow(cfg, "db", "migrate")
 
@@ -63,9 +75,9 @@ def migrate(cfg: PctrConfig) -> None:
 def dags_test(cfg: PctrConfig, dag_id: str, ds: str, log_file: Path) -> dict[str, dict[str, Any]]:
     """``airflow dags test DAG DS`` (no scheduler), then the state and duration of every task of that run."""
     airflow(cfg, "dags", "test", dag_id, ds, log_file=log_file)
-    runs = json.loads(airflow(cfg, "dags", "list-runs", dag_id, "--output", "json", capture=True))
+    runs = _json_output(airflow(cfg, "dags", "list-runs", dag_id, "--output", "json", capture=True))
     run = next(r for r in runs if str(r.get("logical_date", "")).startswith(ds))
-    states = json.loads(
+    states = _json_output(
         airflow(cfg, "tasks", "states-for-dag-run", dag_id, run["run_id"], "--output", "json", capture=True)
     )
     return {s["task_id"]: s for s in states}

@@ -52,9 +52,7 @@ def _windowed(entity: Entity, tower: Literal["user", "ad"] | None) -> list[Featu
     out: list[Feature] = []
     for days in WINDOWS_DAYS:
         for stat, transform in (("impressions", "log_norm"), ("clicks", "log_norm"), ("ctr", "norm")):
-            out.append(
-                Feature(f"{entity}_{stat}_{days}d", "batch", "float32", transform, stat, 0.0, entity, tower)
-            )
+            out.append(Feature(f"{entity}_{stat}_{days}d", "batch", "float32", transform, stat, 0.0, entity, tower))
     return out
 
 

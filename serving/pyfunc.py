@@ -19,9 +19,7 @@ class RankerPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from serving.predictor import Predictor
 
-        self._predictor = Predictor.load(
-            Path(context.artifacts["saved_model"]), Path(context.artifacts["calibrator"])
-        )
+        self._predictor = Predictor.load(Path(context.artifacts["saved_model"]), Path(context.artifacts["calibrator"]))
 
     # no type hints here: MLflow would try to derive a model signature from them
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201

@@ -55,7 +55,7 @@ def test_the_model_is_registered_as_champion_and_published(demo_home: Path) -> N
     summary = read_json(demo_home / "demo" / "summary.json")
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(cfg), registry_uri=tracking_uri(cfg))
     champion = client.get_model_version_by_alias(cfg.model_name, "champion")
-    assert champion.version == summary["model_version"] == summary["champion"]
+    assert str(champion.version) == summary["model_version"] == summary["champion"]
     bundle = current_bundle_dir(Layout(demo_home))
     manifest = verify(bundle)
     assert manifest["model_version"] == summary["model_version"]

@@ -4,6 +4,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 export PCTR_HOME ?= $(CURDIR)/var
+# the cached virtualenv is shared by the clones on this machine: this clone's code comes first
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST := $(PY) -m pytest
@@ -28,7 +30,7 @@ test-unit: setup ## fast unit tests only
 test-integration: setup redis ## integration and end-to-end tests (real Spark, Feast, MLflow, Horovod, Airflow)
 	$(PYTEST) tests/integration tests/e2e
 
-bench: setup ## benchmarks; results as JSON under bench/results/
+bench: setup redis ## benchmarks; results as JSON under bench/results/
 	$(PY) -m bench.run
 
 ui: setup ## Airflow UI on :8080 and MLflow UI on :5000 over the state in $PCTR_HOME (Ctrl-C stops both)

@@ -1,7 +1,9 @@
 """``make bench``: throughput and latency of the pipeline's hot spots, as JSON under ``bench/results/``.
 
-Measured on a fresh home (``PCTR_HOME`` is ignored: a temporary directory is used) at the chosen
-scale: simulation and Spark join rows/s, training examples/s with 1 and 2 Horovod processes (with
+Measured on fresh homes (``PCTR_HOME`` is ignored: temporary directories are used): simulation and
+Spark join rows/s at ``--throughput-scale`` (medium: 10M impressions a day), and at ``--scale`` the
+seconds of every data stage, Feast historical retrieval rows/s (file, duckdb, Spark offline stores)
+and online read latency (sqlite, Redis), training examples/s with 1 and 2 Horovod processes (with
 peak resident memory), ranker SavedModel latency for 1,000 candidates, and the ranking service's
 latency for one /v1/rank request (in process: Feast online read, user tower, FAISS, ranker, auction).
 Seconds, not instructions: run it on an otherwise idle machine.
@@ -24,6 +26,7 @@ from jobs.config import PctrConfig, load_config
 from jobs.layout import ds_range
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REDIS = f"127.0.0.1:{os.environ.get('PCTR_TEST_REDIS_PORT', '6390')}"  # started by `make redis`
 START = "2026-11-01"
 
 
@@ -37,33 +40,39 @@ def _percentiles(samples_ms: list[float]) -> dict[str, float]:
     }
 
 
-def bench_data(cfg: PctrConfig, scale: str, days: int) -> dict[str, Any]:
-    """Simulator and Spark stages, in the order a daily run needs them."""
+def _simulate(cfg: PctrConfig, scale: str, days: int) -> dict[str, Any]:
     from jobs import simulate
-    from jobs.pipeline import run_day
 
     started = time.time()
-    sim = simulate.run(cfg, start=START, days=days, scale=scale)
-    sim_seconds = time.time() - started
-    out: dict[str, Any] = {
-        "simulate": {
-            "impressions": sim["rows"]["impressions"],
-            "seconds": round(sim_seconds, 2),
-            "rows_per_second": round(sim["rows"]["impressions"] / sim_seconds, 1),
+    rows = simulate.run(cfg, start=START, days=days, scale=scale)["rows"]["impressions"]
+    seconds = time.time() - started
+    return {"impressions": rows, "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds, 1)}
+
+
+def bench_throughput(scale: str) -> dict[str, Any]:
+    """Simulator and Spark join rows/s at ``scale`` (one joined day: the next day's clicks are needed)."""
+    from jobs import join_logs
+
+    with tempfile.TemporaryDirectory(prefix="pctr-bench-") as home:
+        cfg = load_config(home=home)
+        out: dict[str, Any] = {"scale": scale, "simulate": _simulate(cfg, scale, days=2)}
+        stats = join_logs.run(cfg, START)
+        out["join"] = {
+            "input_impressions": stats["input_impressions"],
+            "seconds": stats["seconds"],
+            "rows_per_second": round(stats["input_impressions"] / stats["seconds"], 1),
         }
-    }
-    joins = []
+    return out
+
+
+def bench_daily_stages(cfg: PctrConfig, scale: str, days: int) -> dict[str, Any]:
+    """Seconds of every data stage per day, in the order a daily run needs them."""
+    from jobs.pipeline import run_day
+
+    out: dict[str, Any] = {"simulate": _simulate(cfg, scale, days)}
     for ds in ds_range(START, days - 1):
         report = run_day(cfg, ds, until="materialize", log=lambda _: None)
-        joins.append(report["join_logs"])
         out.setdefault("stage_seconds", {})[ds] = {k: v["seconds"] for k, v in report["stages"].items()}
-    total_rows = sum(j["input_impressions"] for j in joins)
-    total_seconds = sum(j["seconds"] for j in joins)
-    out["join"] = {
-        "input_impressions": total_rows,
-        "seconds": round(total_seconds, 2),
-        "rows_per_second": round(total_rows / total_seconds, 1),
-    }
     return out
 
 
@@ -121,6 +130,61 @@ class _PeakMemory:
         self.peak_mib = round(self.peak_mib, 1)
 
 
+def bench_feature_store(cfg: PctrConfig, ds: str, max_rows: int = 100_000, calls: int = 200) -> dict[str, Any]:
+    """Feast: historical retrieval rows/s per offline store, online read latency per online store."""
+    from jobs.feast_store import feature_store
+    from jobs.layout import Layout, day_bounds
+    from jobs.training_set import RANKER_SERVICE, entity_rows, split_days
+    from models.features import batch_features
+
+    layout = Layout(cfg.home)
+    kind, days = split_days(cfg, ds)["train"]
+    entities = entity_rows(layout, kind, days).head(max_rows)
+    out: dict[str, Any] = {"historical": {}, "online": {}}
+    for offline in ("file", "duckdb", "spark"):
+        variant = cfg.model_copy(deep=True)
+        variant.features.offline_store = offline
+        store = feature_store(variant, apply=True)
+        started = time.perf_counter()
+        rows = len(
+            store.get_historical_features(
+                entity_df=entities, features=store.get_feature_service(RANKER_SERVICE)
+            ).to_df()
+        )
+        seconds = time.perf_counter() - started
+        out["historical"][offline] = {
+            "rows": rows,
+            "seconds": round(seconds, 2),
+            "rows_per_second": round(rows / seconds, 1),
+        }
+
+    users = entities["user_id"].drop_duplicates().head(calls).tolist()
+    ads = entities["ad_id"].drop_duplicates().head(1000).tolist()
+    user_refs = [f"user_features:{f.name}" for f in batch_features("user")]
+    ad_refs = [f"ad_features:{f.name}" for f in batch_features("ad")]
+    for online in ("sqlite", "redis"):
+        variant = cfg.model_copy(deep=True)
+        variant.features.online_store = online
+        variant.features.redis_connection = REDIS
+        store = feature_store(variant, apply=True)
+        if online == "redis":
+            start, end = day_bounds(ds)
+            store.materialize(start_date=start, end_date=end)
+        one_user, thousand_ads = [], []
+        for user in users:
+            t = time.perf_counter()
+            store.get_online_features(features=user_refs, entity_rows=[{"user_id": user}]).to_dict()
+            one_user.append((time.perf_counter() - t) * 1000)
+        for _ in range(20):
+            t = time.perf_counter()
+            store.get_online_features(features=ad_refs, entity_rows=[{"ad_id": a} for a in ads]).to_dict()
+            thousand_ads.append((time.perf_counter() - t) * 1000)
+        out["online"][online] = {"one_user": _percentiles(one_user), f"{len(ads)}_ads": _percentiles(thousand_ads)}
+        if online == "redis":
+            store.teardown()
+    return out
+
+
 def bench_serving(cfg: PctrConfig, ds: str, requests: int = 300) -> dict[str, Any]:
     """Latency of the published bundle: the ranker on 1,000 candidates, and one /v1/rank request."""
     from fastapi.testclient import TestClient
@@ -167,24 +231,27 @@ def bench_serving(cfg: PctrConfig, ds: str, requests: int = 300) -> dict[str, An
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="small", help="simulation scale (tiny for a smoke run)")
-    parser.add_argument("--days", type=int, default=5, help="simulated days (history for the training run)")
+    parser.add_argument("--throughput-scale", default="medium", help="scale of the simulate/join throughput run")
+    parser.add_argument("--scale", default="small", help="scale of the pipeline run (training, serving)")
+    parser.add_argument("--days", type=int, default=5, help="simulated days of the pipeline run")
     args = parser.parse_args(argv)
+    result: dict[str, Any] = {
+        "scale": args.scale,
+        "days": args.days,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "throughput": bench_throughput(args.throughput_scale),
+    }
     with tempfile.TemporaryDirectory(prefix="pctr-bench-") as home:
         cfg = load_config(home=home)
         cfg.train.history_days = args.days - 3
         ds = ds_range(START, args.days)[-2]
-        result: dict[str, Any] = {
-            "scale": args.scale,
-            "days": args.days,
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        result["data"] = bench_data(cfg, args.scale, args.days)
+        result["data"] = bench_daily_stages(cfg, args.scale, args.days)
+        result["feature_store"] = bench_feature_store(cfg, ds)
         result["training"] = bench_training(cfg, ds)
         result["serving"] = bench_serving(cfg, ds)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"bench-{args.scale}.json"
+    path = RESULTS / f"bench-{args.throughput_scale}-{args.scale}.json"
     path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     print(json.dumps(result, indent=2, sort_keys=True))
     print(f"written to {path}")

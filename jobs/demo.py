@@ -130,6 +130,21 @@ def summarise(cfg: PctrConfig, ds: str, states: dict[str, dict[str, Any]], serve
     }
 
 
+def skew_check(cfg: PctrConfig) -> dict[str, Any]:
+    """``pctr skew-report`` over what the demo just served: batch features must match the offline store."""
+    import datetime as dt
+
+    from jobs import skew_report
+
+    served_day = dt.datetime.now(dt.UTC).date().isoformat()
+    report = skew_report.run(cfg, served_day)
+    return {
+        "served_day": served_day,
+        "rows_compared": report["rows_compared"],
+        "max_batch_mismatch_rate": report["max_batch_mismatch_rate"],
+    }
+
+
 def _duration(state: dict[str, Any]) -> float | None:
     import datetime as dt
 
@@ -159,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"pctr_daily {ds}: tasks not successful: {failed}; see {log}")
     served = serve_and_rank(cfg, ds)
     summary = summarise(cfg, ds, states, served)
+    summary["skew"] = skew_check(cfg)
     summary["wall_seconds"] = round(time.time() - started, 1)
     write_json_atomic(layout.demo / "summary.json", summary)
     _print_human(summary, layout.demo / "summary.json")
@@ -176,6 +192,8 @@ def _print_human(summary: dict[str, Any], path: Path) -> None:
     print(f"  FAISS index of {summary['index_size']} ads; retrieval {summary['retrieval']}")
     for user in summary["ranked_users"]:
         print(f"  {user['user_id']}: {', '.join(user['ads'])}")
+    skew = summary["skew"]
+    print(f"  skew report: {skew['rows_compared']} served rows, batch mismatch rate {skew['max_batch_mismatch_rate']}")
     print(f"  summary: {path}")
 
 

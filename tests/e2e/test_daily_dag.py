@@ -74,3 +74,9 @@ def test_the_service_ranked_ads_for_known_and_new_users(demo_home: Path) -> None
         assert 0.0 < ad["pctr"] < 1.0
         assert ad["price"] <= ad["bid"] + 1e-9
     assert len(summary["predict_example"]["predictions"]) == 1
+
+
+def test_served_batch_features_match_the_offline_store(demo_home: Path) -> None:
+    skew = read_json(demo_home / "demo" / "summary.json")["skew"]
+    assert skew["rows_compared"] == 9  # three users x three slots
+    assert skew["max_batch_mismatch_rate"] == 0.0

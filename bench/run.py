@@ -130,7 +130,7 @@ class _PeakMemory:
         self.peak_mib = round(self.peak_mib, 1)
 
 
-def bench_feature_store(cfg: PctrConfig, ds: str, max_rows: int = 100_000, calls: int = 200) -> dict[str, Any]:
+def bench_feature_store(cfg: PctrConfig, ds: str, max_rows: int = 20_000, calls: int = 200) -> dict[str, Any]:
     """Feast: historical retrieval rows/s per offline store, online read latency per online store."""
     from jobs.feast_store import feature_store
     from jobs.layout import Layout, day_bounds

@@ -11,10 +11,11 @@ from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource
 from feast.data_format import ParquetFormat
+from feast.data_source import DataSource
 from feast.types import Float32, Int64, String
 from feast.value_type import ValueType
 
-from models.features import ENTITY_KEYS, FEATURE_SERVICES, batch_features
+from models.features import ENTITIES, FEAST_ENTITIES, FEATURE_SERVICES, batch_features
 
 FEAST_TYPES = {"string": String, "int64": Int64, "float32": Float32}
 
@@ -23,25 +24,30 @@ def view_name(entity: str) -> str:
     return f"{entity}_features"
 
 
-def feast_objects(feature_globs: dict[str, str], ttl_days: int) -> list[object]:
+def _source(name: str, path: str, offline_store: str) -> DataSource:
+    """The same Parquet files as a FileSource, or as a SparkSource for Feast's Spark offline store (which rejects
+    FileSources)."""
+    timestamps = {"timestamp_field": "event_timestamp", "created_timestamp_column": "created_timestamp"}
+    if offline_store == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+        return SparkSource(name=f"{name}_features_source", path=path, file_format="parquet", **timestamps)
+    return FileSource(name=f"{name}_features_source", path=path, file_format=ParquetFormat(), **timestamps)
+
+
+def feast_objects(feature_globs: dict[str, str], ttl_days: int, offline_store: str = "duckdb") -> list[object]:
     """All Feast objects; ``feature_globs`` maps each entity to the Parquet glob of its feature files."""
-    entities = {
-        name: Entity(name=name, join_keys=[key], value_type=ValueType.STRING) for name, key in ENTITY_KEYS.items()
+    by_key = {
+        key: Entity(name=name, join_keys=[key], value_type=ValueType.STRING) for name, key in FEAST_ENTITIES.items()
     }
     views = {}
-    for name, entity in entities.items():
-        source = FileSource(
-            name=f"{name}_features_source",
-            path=feature_globs[name],
-            file_format=ParquetFormat(),
-            timestamp_field="event_timestamp",
-            created_timestamp_column="created_timestamp",
-        )
+    for name, spec in ENTITIES.items():
+        source = _source(name, feature_globs[name], offline_store)
         views[name] = FeatureView(
             name=view_name(name),
-            entities=[entity],
+            entities=[by_key[key] for key in spec.keys],
             ttl=timedelta(days=ttl_days),
-            schema=[Field(name=f.name, dtype=FEAST_TYPES[f.dtype]) for f in batch_features(name)],  # type: ignore[arg-type]
+            schema=[Field(name=f.name, dtype=FEAST_TYPES[f.dtype]) for f in batch_features(name)],
             source=source,
             online=True,
         )
@@ -49,4 +55,4 @@ def feast_objects(feature_globs: dict[str, str], ttl_days: int) -> list[object]:
         FeatureService(name=service, features=[views[e] for e in view_entities])
         for service, view_entities in FEATURE_SERVICES.items()
     ]
-    return [*entities.values(), *views.values(), *services]
+    return [*by_key.values(), *views.values(), *services]

@@ -2,8 +2,9 @@
 
 Counts come from the joined (downsampled) rows re-weighted by 1/neg_rate, which estimates the
 un-downsampled impression counts without a second pass over raw logs. Windowed statistics are sums of
-daily aggregates, so a day is computed once and every later window reuses it. Features of ds carry
-event time = the last microsecond of ds: impressions after ds see them, impressions of ds do not.
+daily aggregates, so a day is computed once and every later window reuses it. User x category
+statistics count each row for its ad's category in the ads catalog as of the row's day. Features of
+ds carry event time = the last microsecond of ds: impressions after ds see them, impressions of ds do not.
 """
 
 from __future__ import annotations
@@ -11,14 +12,24 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from functools import reduce
 from typing import TYPE_CHECKING
 
+from jobs.catalog import latest_catalog_spark
 from jobs.config import PctrConfig
 from jobs.io import Stats, staged_dir, write_stats
 from jobs.layout import FEATURE_ENTITIES, Layout, day_bounds, feature_event_time, shift_ds
 from jobs.spark import spark_session
-from models.features import CTR_PRIOR_IMPRESSIONS, ENTITY_KEYS, WINDOWS_DAYS, batch_features
+from models.features import (
+    BY_NAME,
+    CATEGORY_FEATURE,
+    CATEGORY_KEY,
+    CTR_PRIOR_IMPRESSIONS,
+    ENTITIES,
+    Entity,
+    batch_features,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -26,79 +37,87 @@ if TYPE_CHECKING:
 SECONDS_PER_DAY = 86_400.0
 
 
-def _daily_aggregates(spark: SparkSession, layout: Layout, ds: str) -> dict[str, DataFrame]:
+def _daily_aggregates(spark: SparkSession, layout: Layout, ds: str, ads: DataFrame) -> dict[str, DataFrame]:
+    """Per entity: the weighted impressions, clicks and last impression time of ds."""
     from pyspark.sql import functions as F
 
-    joined = spark.read.parquet(str(layout.joined(ds) / "data"))
-    out = {}
-    for entity in FEATURE_ENTITIES:
-        key = ENTITY_KEYS[entity]
-        out[entity] = joined.groupBy(key).agg(
+    unknown = BY_NAME[CATEGORY_FEATURE].default  # what the ad feature holds for an ad missing from the catalog
+    categories = F.broadcast(ads.select("ad_id", F.col("category").alias(CATEGORY_KEY)))
+    joined = (
+        spark.read.parquet(str(layout.joined(ds) / "data"))
+        .join(categories, "ad_id", "left")
+        .fillna({CATEGORY_KEY: unknown})
+    )
+    return {
+        entity: joined.groupBy(*ENTITIES[entity].keys).agg(
             F.sum("weight").alias("impressions"),
             F.sum("label").cast("double").alias("clicks"),
             F.max("ts").alias("last_ts"),
         )
-    return out
+        for entity in FEATURE_ENTITIES
+    }
 
 
-def _windowed(spark: SparkSession, layout: Layout, entity: str, ds: str) -> DataFrame:
-    """Impressions, clicks and smoothed CTR over each window ending at ds, plus recency."""
+def _recent_daily(spark: SparkSession, layout: Layout, entity: str, ds: str, days: int) -> DataFrame:
+    """The daily aggregates of the ``days`` days ending ds, each row with its ``age_days`` (0 = ds)."""
     from pyspark.sql import functions as F
 
-    key = ENTITY_KEYS[entity]
     frames = [
         spark.read.parquet(str(layout.daily_aggregates(entity, day) / "data")).withColumn("age_days", F.lit(age))
-        for age, day in ((age, shift_ds(ds, -age)) for age in range(max(WINDOWS_DAYS)))
+        for age, day in ((age, shift_ds(ds, -age)) for age in range(days))
         if layout.daily_aggregates(entity, day).exists()
     ]
-    daily = reduce(lambda a, b: a.unionByName(b), frames)
+    return reduce(lambda a, b: a.unionByName(b), frames)
+
+
+def _windowed(spark: SparkSession, layout: Layout, entity: Entity, ds: str, done: Mapping[str, DataFrame]) -> DataFrame:
+    """Impressions, clicks and smoothed CTR over each window ending at ds, plus recency.
+
+    CTRs are smoothed towards the CTR of the same window of the spec's ``ctr_prior`` entity (taken
+    from ``done``, the statistics computed so far) or, without one, the global CTR of the window:
+    either keeps sparse entities from extreme CTRs.
+    """
+    from pyspark.sql import functions as F
+
+    spec = ENTITIES[entity]
+    daily = _recent_daily(spark, layout, entity, ds, max(spec.windows))
     aggs = [F.max("last_ts").alias("last_ts")]
-    for w in WINDOWS_DAYS:
+    for w in spec.windows:
         in_window = F.col("age_days") < w
         aggs += [
             F.sum(F.when(in_window, F.col("impressions")).otherwise(0.0)).alias(f"{entity}_impressions_{w}d"),
             F.sum(F.when(in_window, F.col("clicks")).otherwise(0.0)).alias(f"{entity}_clicks_{w}d"),
         ]
-    stats = daily.groupBy(key).agg(*aggs)
-    # smoothing towards the global CTR of the same window keeps sparse entities from extreme CTRs
-    totals = daily.agg(
-        *[F.sum(F.when(F.col("age_days") < w, F.col("clicks"))).alias(f"c{w}") for w in WINDOWS_DAYS],
-        *[F.sum(F.when(F.col("age_days") < w, F.col("impressions"))).alias(f"i{w}") for w in WINDOWS_DAYS],
-    ).collect()[0]
-    for w in WINDOWS_DAYS:
-        global_ctr = (totals[f"c{w}"] or 0.0) / max(totals[f"i{w}"] or 0.0, 1.0)
+    stats = daily.groupBy(*spec.keys).agg(*aggs)
+    if spec.ctr_prior is None:
+        totals = daily.agg(
+            *[F.sum(F.when(F.col("age_days") < w, F.col("clicks"))).alias(f"c{w}") for w in spec.windows],
+            *[F.sum(F.when(F.col("age_days") < w, F.col("impressions"))).alias(f"i{w}") for w in spec.windows],
+        ).collect()[0]
+        prior = {w: F.lit((totals[f"c{w}"] or 0.0) / max(totals[f"i{w}"] or 0.0, 1.0)) for w in spec.windows}
+    else:
+        # the prior entity is active whenever this one is (its keys are a subset): the join always matches
+        keys = list(ENTITIES[spec.ctr_prior].keys)
+        ctrs = [F.col(f"{spec.ctr_prior}_ctr_{w}d").alias(f"_prior_{w}") for w in spec.windows]
+        stats = stats.join(done[spec.ctr_prior].select(*keys, *ctrs), keys, "left")
+        prior = {w: F.col(f"_prior_{w}") for w in spec.windows}
+    for w in spec.windows:
         stats = stats.withColumn(
             f"{entity}_ctr_{w}d",
-            (F.col(f"{entity}_clicks_{w}d") + F.lit(CTR_PRIOR_IMPRESSIONS * global_ctr))
+            (F.col(f"{entity}_clicks_{w}d") + F.lit(CTR_PRIOR_IMPRESSIONS) * prior[w])
             / (F.col(f"{entity}_impressions_{w}d") + F.lit(CTR_PRIOR_IMPRESSIONS)),
         )
-    return stats
+    return stats.drop(*[f"_prior_{w}" for w in spec.windows])
 
 
-def _latest_catalog(spark: SparkSession, layout: Layout, table: str, as_of_ds: str) -> DataFrame:
-    """Slowly changing table as of the end of ``as_of_ds``: the newest version per key."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    key = {"users": "user_id", "ads": "ad_id"}[table]
-    base = layout.catalog(table)
-    parts = sorted(p for p in base.glob("dt=*") if p.name[3:] <= as_of_ds)
-    if not parts:
-        raise FileNotFoundError(f"no {table} catalog on or before {as_of_ds} under {base}")
-    rows = spark.read.option("basePath", str(base)).parquet(*[str(p) for p in parts])
-    rows = rows.where(F.col("valid_from") < F.lit(day_bounds(as_of_ds)[1]))
-    newest = Window.partitionBy(key).orderBy(F.col("valid_from").desc())
-    return rows.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1").drop("_rank", "dt")
-
-
-def _entity_frames(spark: SparkSession, layout: Layout, ds: str) -> dict[str, DataFrame]:
-    """All entities known at the end of ds (with or without activity), joined with their statistics."""
+def _entity_frames(spark: SparkSession, layout: Layout, ds: str, ads: DataFrame) -> dict[Entity, DataFrame]:
+    """Every entity with a row on ds, joined with its statistics (null where it has none)."""
     from pyspark.sql import functions as F
 
     end = day_bounds(ds)[1]
-    users = _latest_catalog(spark, layout, "users", ds)
-    ads = _latest_catalog(spark, layout, "ads", ds).where(F.col("launch_ts") < F.lit(end))
-    base = {
+    users = latest_catalog_spark(spark, layout, "users", ds)
+    ads = ads.where(F.col("launch_ts") < F.lit(end))
+    catalogued = {
         "user": users.select(
             "user_id", F.col("age_bucket").alias("user_age_bucket"), F.col("gender").alias("user_gender")
         ),
@@ -110,11 +129,21 @@ def _entity_frames(spark: SparkSession, layout: Layout, ds: str) -> dict[str, Da
         ),
         "advertiser": ads.select("advertiser_id").distinct(),
     }
-    frames = {}
-    for entity, entities in base.items():
-        key = ENTITY_KEYS[entity]
-        stats = _windowed(spark, layout, entity, ds)
-        frame = entities.join(stats, key, "left")
+    stats: dict[str, DataFrame] = {}
+    frames: dict[Entity, DataFrame] = {}
+    for entity in FEATURE_ENTITIES:  # a CTR prior's entity comes first
+        spec = ENTITIES[entity]
+        stats[entity] = _windowed(spark, layout, entity, ds, stats)
+        if entity in catalogued:
+            known = catalogued[entity]
+        else:
+            # Without a catalog (user x category pairs) an entity has a row while it had one the day
+            # before: one whose last activity just left the window gets a row of spec defaults, which
+            # replaces its last values in Feast (the point-in-time join and the online store would
+            # otherwise keep serving those until the TTL).
+            days = max(spec.windows) + 1
+            known = _recent_daily(spark, layout, entity, ds, days).select(*spec.keys).distinct()
+        frame = known.join(stats[entity], list(spec.keys), "left")
         if entity == "user":
             frame = frame.withColumn(
                 "user_days_since_last_impression",
@@ -124,13 +153,13 @@ def _entity_frames(spark: SparkSession, layout: Layout, ds: str) -> dict[str, Da
     return frames
 
 
-def _finalise(frame: DataFrame, entity: str, ds: str) -> DataFrame:
+def _finalise(frame: DataFrame, entity: Entity, ds: str) -> DataFrame:
     """Select the spec's columns in spec order, fill the spec's defaults, cast to the spec's types."""
     from pyspark.sql import functions as F
 
     spark_types = {"string": "string", "int64": "bigint", "float32": "float"}
-    cols = [F.col(ENTITY_KEYS[entity])]
-    for feature in batch_features(entity):  # type: ignore[arg-type]
+    cols = [F.col(key) for key in ENTITIES[entity].keys]
+    for feature in batch_features(entity):
         value = F.coalesce(F.col(feature.name), F.lit(feature.default))
         cols.append(value.cast(spark_types[feature.dtype]).alias(feature.name))
     event_time = F.lit(feature_event_time(ds)).cast("timestamp")
@@ -145,13 +174,14 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     if not (layout.joined(ds) / "_stats.json").exists():
         raise FileNotFoundError(f"joined logs of ds={ds} are missing: run `pctr join-logs --ds {ds}` first")
 
-    for entity, daily in _daily_aggregates(spark, layout, ds).items():
+    ads = latest_catalog_spark(spark, layout, "ads", ds)
+    for entity, daily in _daily_aggregates(spark, layout, ds, ads).items():
         with staged_dir(layout.daily_aggregates(entity, ds)) as scratch:
             daily.coalesce(1).write.parquet(str(scratch / "data"))
 
     rows: dict[str, int] = {}
-    for entity, frame in _entity_frames(spark, layout, ds).items():
-        final = _finalise(frame, entity, ds).orderBy(ENTITY_KEYS[entity])
+    for entity, frame in _entity_frames(spark, layout, ds, ads).items():
+        final = _finalise(frame, entity, ds).orderBy(*ENTITIES[entity].keys)
         with staged_dir(layout.features(entity, ds)) as scratch:
             final.coalesce(1).write.parquet(str(scratch / "spark"))
             # one plain file per ds so that Feast's source is a simple glob over days
@@ -163,7 +193,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         "stage": "build_features",
         "ds": ds,
         "rows": rows,
-        "features": {entity: len(batch_features(entity)) for entity in FEATURE_ENTITIES},  # type: ignore[arg-type]
+        "features": {entity: len(batch_features(entity)) for entity in FEATURE_ENTITIES},
         "event_timestamp": feature_event_time(ds).isoformat(),
         "output_paths": {entity: str(layout.features(entity, ds)) for entity in FEATURE_ENTITIES},
         "seconds": round(time.time() - started, 2),

@@ -48,5 +48,5 @@ def feature_store(cfg: PctrConfig, apply: bool = False) -> FeatureStore:
     store = FeatureStore(repo_path=str(layout.feast_repo))
     if apply:
         globs = {entity: layout.feature_glob(entity) for entity in FEATURE_ENTITIES}
-        store.apply(feast_objects(globs, cfg.features.ttl_days))
+        store.apply(feast_objects(globs, cfg.features.ttl_days, cfg.features.offline_store))
     return store

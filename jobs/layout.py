@@ -6,8 +6,10 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.features import ENTITIES, Entity
+
 RAW_EVENTS = ("impressions", "clicks", "conversions")
-FEATURE_ENTITIES = ("user", "ad", "advertiser")
+FEATURE_ENTITIES: tuple[Entity, ...] = tuple(ENTITIES)
 
 
 def parse_ds(ds: str) -> dt.date:

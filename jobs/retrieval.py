@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from jobs.catalog import latest_catalog
 from jobs.config import PctrConfig
 from jobs.io import Stats, write_stats
 from jobs.layout import Layout
 from jobs.training_set import load_feature_stats, load_split
-from models.features import ENTITY_KEYS, batch_features
+from models.features import ENTITIES, batch_features
 
 AD_TABLE_COLUMNS = ("ad_id", "advertiser_id", "campaign_id", "bid")
 
@@ -30,13 +31,11 @@ def active_ads(layout: Layout, ds: str) -> Any:
     """Every ad launched by the end of ds with its catalog fields and ad/advertiser batch features of ds."""
     import pandas as pd
 
-    parts = sorted(p for p in layout.catalog("ads").glob("dt=*") if p.name[3:] <= ds)
-    catalog = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-    catalog = catalog.sort_values("valid_from").drop_duplicates("ad_id", keep="last")
+    catalog = latest_catalog(layout, "ads", ds)
     ads = pd.read_parquet(layout.features("ad", ds) / "features.parquet")
     advertisers = pd.read_parquet(layout.features("advertiser", ds) / "features.parquet")
     table = ads.merge(catalog[list(AD_TABLE_COLUMNS)], on="ad_id", how="inner").merge(
-        advertisers, on=ENTITY_KEYS["advertiser"], how="left"
+        advertisers, on=list(ENTITIES["advertiser"].keys), how="left"
     )
     columns = [*AD_TABLE_COLUMNS, *(f.name for e in ("ad", "advertiser") for f in batch_features(e))]  # type: ignore[arg-type]
     return table[columns].sort_values("ad_id").reset_index(drop=True)

@@ -4,9 +4,10 @@ For every impression in the served log of ds (``serving.served_log``: one JSON l
 with ``served_features``, the exact ranker inputs) the report recomputes what the training set would
 have held for the same impression and counts, per spec feature, the rows that differ:
 
-- batch features: the point-in-time value from Feast's offline store for the impression's user, ad
-  and advertiser at the impression's ``ts`` (``get_historical_features``, the call the training set
-  makes), spec default where Feast has none (what serving fills for an unknown entity);
+- batch features: the point-in-time value from Feast's offline store for the impression's user, ad,
+  advertiser and (user, category) at the impression's ``ts`` (``get_historical_features``, the call
+  the training set makes), spec default where Feast has none (what serving fills for an unknown
+  entity); the category is the served ``ad_category``, the key serving looked the pair up with;
 - request features: recomputed from the record's own request fields: ``hour`` from ``ts`` (UTC),
   ``position`` as ``cfg.serving.default_position`` (the slot the ranker scores every ad at; the
   top-level ``position`` is the slot served), the ids and context fields from the record.
@@ -35,14 +36,14 @@ import numpy as np
 from jobs.config import PctrConfig
 from jobs.io import Stats, write_stats
 from jobs.layout import Layout
-from models.features import ENTITY_KEYS, FEATURES, Feature, batch_features
+from models.features import CATEGORY_FEATURE, CATEGORY_KEY, FEAST_ENTITIES, FEATURES, Feature, batch_features
 
 if TYPE_CHECKING:
     import pandas as pd
 
 REL_TOL = 1e-6  # float32 carries ~7 significant digits
 ABS_TOL = 1e-12
-ID_COLUMNS = ("impression_id", "request_id", "ts", *ENTITY_KEYS.values())
+ID_COLUMNS = ("impression_id", "request_id", "ts", *FEAST_ENTITIES.values())
 
 
 def served_log_dir(cfg: PctrConfig, ds: str) -> Path:
@@ -95,11 +96,13 @@ def offline_batch_values(cfg: PctrConfig, log: pd.DataFrame) -> pd.DataFrame:
     from feature_repo.definitions import view_name
     from jobs.feast_store import feature_store
 
+    log = log.assign(**{CATEGORY_KEY: log["served_features"].map(lambda served: served.get(CATEGORY_FEATURE))})
+
     def key(name: str) -> pd.Series:
         values = log[name] if name in log else pd.Series(None, index=log.index, dtype=object)
         return values.fillna("").astype(str)
 
-    entity_df = pd.DataFrame({"_row": np.arange(len(log)), **{k: key(k) for k in ENTITY_KEYS.values()}})
+    entity_df = pd.DataFrame({"_row": np.arange(len(log)), **{k: key(k) for k in FEAST_ENTITIES.values()}})
     entity_df["event_timestamp"] = log["ts"].to_numpy()
     refs = [f"{view_name(f.entity)}:{f.name}" for f in batch_features()]  # type: ignore[arg-type]
     found = feature_store(cfg).get_historical_features(entity_df=entity_df, features=refs).to_df()

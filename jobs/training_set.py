@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jobs.catalog import latest_catalog
 from jobs.config import PctrConfig
 from jobs.feast_store import feature_store
 from jobs.io import Stats, read_json, staged_dir, write_json_atomic, write_stats
 from jobs.layout import Layout, shift_ds
-from models.features import numeric_features, request_features
+from models.features import BY_NAME, CATEGORY_FEATURE, CATEGORY_KEY, numeric_features, request_features
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,7 +43,12 @@ def split_days(cfg: PctrConfig, ds: str) -> dict[str, tuple[str, list[str]]]:
     }
 
 
-def _entity_rows(layout: Layout, kind: str, days: list[str]) -> pd.DataFrame:
+def entity_rows(layout: Layout, kind: str, days: list[str]) -> pd.DataFrame:
+    """The split's rows as Feast's entity_df: labels, request features, the ad's category and the event time.
+
+    The category key of a row is its ad's category in the catalog as of the row's day, the catalog
+    its (user, category) statistics were counted with.
+    """
     import pandas as pd
 
     partition = layout.joined if kind == "joined" else layout.eval_sample
@@ -50,14 +56,20 @@ def _entity_rows(layout: Layout, kind: str, days: list[str]) -> pd.DataFrame:
     if not present:
         raise FileNotFoundError(f"no {kind} partitions for {days}: run join-logs for those days first")
     columns = [f.name for f in request_features()]  # the join writes request features under their spec names
-    frames = [pd.read_parquet(partition(d) / "data") for d in present]
+    frames = [_with_category(layout, pd.read_parquet(partition(d) / "data"), d) for d in present]
     rows = pd.concat(frames, ignore_index=True)
     if "neg_rate" not in rows:  # eval samples are not downsampled
         rows["neg_rate"] = 1.0
         rows["weight"] = 1.0
-    rows = rows[[*dict.fromkeys([*LABEL_COLUMNS, *columns])]]
+    rows = rows[[*dict.fromkeys([*LABEL_COLUMNS, *columns, CATEGORY_KEY])]]
     rows["event_timestamp"] = rows["ts"].astype("datetime64[us, UTC]")
     return rows.sort_values(["ts", "impression_id"], kind="stable").reset_index(drop=True)
+
+
+def _with_category(layout: Layout, rows: pd.DataFrame, ds: str) -> pd.DataFrame:
+    """``rows`` of ds with the category key of their ads (the ad feature's default for an ad the catalog lacks)."""
+    category = latest_catalog(layout, "ads", ds).set_index("ad_id")["category"]
+    return rows.assign(**{CATEGORY_KEY: rows["ad_id"].map(category).fillna(BY_NAME[CATEGORY_FEATURE].default)})
 
 
 def _write_shards(df: pd.DataFrame, directory: Path, shards: int) -> None:
@@ -104,7 +116,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     counts: dict[str, dict[str, float]] = {}
     with staged_dir(layout.training_set(ds)) as scratch:
         for split, (kind, days) in split_days(cfg, ds).items():
-            entity_df = _entity_rows(layout, kind, days)
+            entity_df = entity_rows(layout, kind, days)
             df = store.get_historical_features(entity_df=entity_df, features=service).to_df()
             df = df.sort_values(["ts", "impression_id"], kind="stable").reset_index(drop=True)
             if len(df) != len(entity_df):

@@ -13,13 +13,51 @@ from typing import Literal
 Kind = Literal["request", "batch"]
 Dtype = Literal["string", "int64", "float32"]
 Transform = Literal["hash", "log_norm", "norm"]
-Entity = Literal["user", "ad", "advertiser"]
+Entity = Literal["user", "ad", "advertiser", "user_category"]
 
 WINDOWS_DAYS = (1, 7, 30)
-# Beta prior (in impressions) that smooths CTRs of entities with few impressions towards the global CTR.
+# Beta prior (in impressions) that smooths CTRs of entities with few impressions towards a prior CTR.
 CTR_PRIOR_IMPRESSIONS = 200.0
+# The join key of (user, category) rows; its value is the ad's category, i.e. the ``CATEGORY_FEATURE`` of the ad.
+CATEGORY_KEY = "category"
+CATEGORY_FEATURE = "ad_category"
 
-ENTITY_KEYS: dict[str, str] = {"user": "user_id", "ad": "ad_id", "advertiser": "advertiser_id"}
+
+@dataclass(frozen=True)
+class EntitySpec:
+    """What identifies the rows of one entity's feature view and how its click statistics are computed.
+
+    keys: the join-key columns of a row. Feast takes one join key per entity, so a view keyed by
+    several columns has one Feast entity per column (``FEAST_ENTITIES``).
+    windows: the days of its windowed statistics.
+    ctr_prior: the entity whose CTR of the same window its CTR is smoothed towards (it must come
+    earlier in ``ENTITIES`` and have every window of this one); None: the global CTR of the window.
+    """
+
+    keys: tuple[str, ...]
+    windows: tuple[int, ...] = WINDOWS_DAYS
+    ctr_prior: Entity | None = None
+
+
+ENTITIES: dict[Entity, EntitySpec] = {
+    "user": EntitySpec(("user_id",)),
+    "ad": EntitySpec(("ad_id",)),
+    "advertiser": EntitySpec(("advertiser_id",)),
+    # The user's affinity to the ad's category. A user's few daily impressions spread over all
+    # categories, so one day of a pair is mostly empty and adds nothing over 7 days (measured). A pair
+    # with few impressions is smoothed towards the user's own CTR: the pair's CTR then says how this
+    # category differs from the user's others. Only pairs with activity in 30 days have values: an
+    # absent pair (the user has not been shown the category) takes the spec defaults, 0 like an
+    # inactive user, which in a targeted system is itself a sign of low affinity.
+    "user_category": EntitySpec(("user_id", CATEGORY_KEY), windows=(7, 30), ctr_prior="user"),
+}
+# Feast entities, one join key each, by name.
+FEAST_ENTITIES: dict[str, str] = {
+    "user": "user_id",
+    "ad": "ad_id",
+    "advertiser": "advertiser_id",
+    "category": CATEGORY_KEY,
+}
 
 
 @dataclass(frozen=True)
@@ -50,7 +88,7 @@ class Feature:
 
 def _windowed(entity: Entity, tower: Literal["user", "ad"] | None) -> list[Feature]:
     out: list[Feature] = []
-    for days in WINDOWS_DAYS:
+    for days in ENTITIES[entity].windows:
         for stat, transform in (("impressions", "log_norm"), ("clicks", "log_norm"), ("ctr", "norm")):
             out.append(Feature(f"{entity}_{stat}_{days}d", "batch", "float32", transform, stat, 0.0, entity, tower))
     return out
@@ -77,7 +115,12 @@ def _build() -> tuple[Feature, ...]:
         Feature("ad_age_days", "batch", "float32", "log_norm", "ads.launch_ts", 0.0, "ad", "ad"),
     ]
     return tuple(
-        request + attributes + _windowed("user", "user") + _windowed("ad", "ad") + _windowed("advertiser", None)
+        request
+        + attributes
+        + _windowed("user", "user")
+        + _windowed("ad", "ad")
+        + _windowed("advertiser", None)
+        + _windowed("user_category", None)  # depends on user and ad: no retrieval tower can see it
     )
 
 
@@ -103,6 +146,6 @@ def numeric_features() -> list[Feature]:
 
 # Feast feature services: the versioned feature sets each model is trained and served with.
 FEATURE_SERVICES: dict[str, tuple[str, ...]] = {
-    "ranker_v1": ("user", "ad", "advertiser"),
+    "ranker_v1": ("user", "ad", "advertiser", "user_category"),
     "retrieval_v1": ("user", "ad"),
 }

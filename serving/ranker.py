@@ -1,11 +1,13 @@
 """The ranking engine of one serving bundle: retrieval, scoring, rules, auction and the served log.
 
 A request goes: user batch features from Feast online (spec defaults for a user it does not know:
-cold start) -> user tower -> FAISS top-K -> the ranker's batch (per-request features from the
-request, the server clock and Feast; ad and advertiser features from the ads table held in memory,
-row i = FAISS id i) -> calibrated pCTR -> frequency cap, reserve, advertiser diversity and GSP
-auction (``serving.auction``) -> served log. The ranker runs in process (the bundle's SavedModel)
-or, with ``cfg.serving.tf_serving_url``, in TF Serving behind its REST API.
+cold start) -> user tower -> FAISS top-K -> the user's (user, category) features from Feast online
+for the candidates' categories -> the ranker's batch (per-request features from the request, the
+server clock and Feast; ad and advertiser features from the ads table held in memory, row i = FAISS
+id i; pair features by each candidate's category) -> calibrated pCTR -> frequency cap, reserve,
+advertiser diversity and GSP auction (``serving.auction``) -> served log. The ranker runs in
+process (the bundle's SavedModel) or, with ``cfg.serving.tf_serving_url``, in TF Serving behind its
+REST API.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from models.features import BY_NAME, CTR_PRIOR_IMPRESSIONS, FEATURES, batch_features, request_features
+from models.features import (
+    BY_NAME,
+    CATEGORY_FEATURE,
+    CATEGORY_KEY,
+    CTR_PRIOR_IMPRESSIONS,
+    FEATURES,
+    batch_features,
+    request_features,
+)
 from serving.auction import PER_MILLE, FrequencyCap, Placement, explore, run_auction
 from serving.bundle import verify
 from serving.served_log import ServedLog
@@ -34,6 +44,8 @@ FEATURE_NAMES = tuple(f.name for f in FEATURES)
 # Ranker inputs that differ per candidate, read from the ads table; every other input is per request.
 AD_SIDE = ("ad_id", "advertiser_id", *(f.name for e in ("ad", "advertiser") for f in batch_features(e)))  # type: ignore[arg-type]
 USER_BATCH = tuple(batch_features("user"))
+# Per candidate too, but from Feast: the (user, category) statistics of the candidate's category.
+PAIR_BATCH = tuple(batch_features("user_category"))
 # Request features set by the server: the slot the model scores every ad at (position bias) and the hour.
 SERVER_SIDE = ("position", "hour")
 # Whatever other request feature the spec declares comes with the request's context.
@@ -121,6 +133,7 @@ class RankingEngine:
         self._scorer = scorer
         self._store = store
         self._user_refs = [f"{view_name('user')}:{f.name}" for f in USER_BATCH]
+        self._pair_refs = [f"{view_name('user_category')}:{f.name}" for f in PAIR_BATCH]
         # Feast's sqlite store shares one connection between threads; reads are ~0.4 ms, so serialise them.
         self._store_lock = threading.Lock()
         self._frequency = frequency
@@ -173,7 +186,8 @@ class RankingEngine:
         """Make the first, slow calls of the SavedModels, FAISS and Feast before any user waits on them."""
         user, _ = self.user_features("")
         request = self._request_values("", user, {}, dt.datetime.now(dt.UTC))
-        self._scorer.predict(self._columns(request, self.retrieve("", user)))
+        rows = self.retrieve("", user)
+        self._scorer.predict(self._columns(request, rows, self.pair_features("", rows)))
 
     def user_features(self, user_id: str) -> tuple[dict[str, Any], bool]:
         """The user's batch features (spec defaults where Feast has none) and whether Feast knew the user."""
@@ -184,6 +198,22 @@ class RankingEngine:
         values = {f.name: found[f.name][0] for f in USER_BATCH}
         known = any(v is not None for v in values.values())
         return {f.name: f.default if values[f.name] is None else values[f.name] for f in USER_BATCH}, known
+
+    def pair_features(self, user_id: str, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The (user, category) features of each candidate ads-table row (spec defaults where Feast has none).
+
+        One online read for the distinct categories among the candidates, broadcast back to them: a
+        few entity rows instead of one per candidate.
+        """
+        categories, of_row = np.unique(self.ads[CATEGORY_FEATURE][rows], return_inverse=True)
+        entity_rows = [{"user_id": user_id, CATEGORY_KEY: category} for category in categories.tolist()]
+        with self._store_lock:
+            found = self._store.get_online_features(features=self._pair_refs, entity_rows=entity_rows).to_dict()
+        columns = {}
+        for f in PAIR_BATCH:
+            values = [f.default if v is None else v for v in found[f.name]]
+            columns[f.name] = np.asarray(values, dtype=_NP_DTYPES[f.dtype])[of_row]
+        return columns
 
     def retrieve(self, user_id: str, user: Mapping[str, Any]) -> np.ndarray:
         """Ads-table rows of the ``retrieval_k`` ads nearest the user's embedding, nearest first."""
@@ -203,9 +233,11 @@ class RankingEngine:
             values[f.name] = f.default if value is None else value
         return values
 
-    def _columns(self, request: Mapping[str, Any], rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The ranker's batch: one row per candidate, per-request values broadcast."""
-        columns = {name: self.ads[name][rows] for name in AD_SIDE}
+    def _columns(
+        self, request: Mapping[str, Any], rows: np.ndarray, pairs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """The ranker's batch: one row per candidate (``pairs``: its pair features), per-request values broadcast."""
+        columns = {name: self.ads[name][rows] for name in AD_SIDE} | dict(pairs)
         for name, value in request.items():
             columns[name] = np.full(len(rows), value, dtype=_NP_DTYPES[BY_NAME[name].dtype])
         return columns
@@ -238,7 +270,9 @@ class RankingEngine:
         explored = self._exploration_row()
         if explored is not None and explored not in rows:
             rows = np.append(rows, explored)
-        columns = self._columns(self._request_values(user_id, user, context, now), rows)
+        pairs = self.pair_features(user_id, rows)
+        lap("pair_features")
+        columns = self._columns(self._request_values(user_id, user, context, now), rows, pairs)
         pctr = self._scorer.predict(columns)
         lap("scoring")
         bids, advertisers = self.ads["bid"][rows], columns["advertiser_id"]

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import sys
 
+# Before anything imports Feast: importing feast sets PROMETHEUS_MULTIPROCESS_DIR, after which every
+# prometheus_client imported later shares counter values across all registries of the process, and
+# the service's per-app metrics would count the requests of other tests. (`pctr serve` imports
+# prometheus_client before Feast too.)
+import prometheus_client  # noqa: F401
 import pytest
 
 

@@ -4,6 +4,7 @@ written with the service's own ``ServedLog`` in the shape ``serving.ranker`` log
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import pandas as pd
@@ -13,29 +14,33 @@ from jobs.config import PctrConfig, load_config
 from jobs.io import read_json
 from jobs.layout import FEATURE_ENTITIES, Layout, day_bounds, feature_event_time
 from jobs.skew_report import run
-from models.features import ENTITY_KEYS, FEATURES, batch_features
+from models.features import CATEGORY_FEATURE, CATEGORY_KEY, ENTITIES, FEATURES, Entity, batch_features
 from serving.served_log import ServedLog
 
 pytestmark = pytest.mark.integration
 
 DAY1, DAY2, DAY3 = "2026-11-20", "2026-11-21", "2026-11-22"
-KEYS = {
-    "user": ["u1", "u2", "u3", "u4"],
-    "ad": [f"a{i}" for i in range(6)],
-    "advertiser": ["adv0", "adv1", "adv2"],
+USERS = ["u1", "u2", "u3", "u4"]
+# Ads' categories are drawn from ad_category_0..3; pairs cover some (user, category) combinations only.
+PAIRS = [(u, f"ad_category_{c}") for u in USERS[:3] for c in range(3)]
+KEYS: dict[str, dict[str, list[str]]] = {
+    "user": {"user_id": USERS},
+    "ad": {"ad_id": [f"a{i}" for i in range(6)]},
+    "advertiser": {"advertiser_id": ["adv0", "adv1", "adv2"]},
+    "user_category": {"user_id": [u for u, _ in PAIRS], CATEGORY_KEY: [c for _, c in PAIRS]},
 }
 STALE = "user_ctr_7d"
 
 
-def _feature_table(entity: str, ds: str, rng: np.random.Generator) -> pd.DataFrame:
+def _feature_table(entity: Entity, ds: str, rng: np.random.Generator) -> pd.DataFrame:
     """One entity's feature file of ds as build_features writes it (spec columns, spec types, event times)."""
-    keys = KEYS[entity]
-    columns: dict[str, object] = {ENTITY_KEYS[entity]: keys}
-    for f in batch_features(entity):  # type: ignore[arg-type]
+    columns: dict[str, object] = dict(KEYS[entity])
+    n = len(next(iter(KEYS[entity].values())))
+    for f in batch_features(entity):
         if f.dtype == "string":
-            columns[f.name] = [f"{f.name}_{i}" for i in rng.integers(0, 4, len(keys))]
+            columns[f.name] = [f"{f.name}_{i}" for i in rng.integers(0, 4, n)]
         else:
-            columns[f.name] = (100 * rng.random(len(keys))).astype(np.float32)
+            columns[f.name] = (100 * rng.random(n)).astype(np.float32)
     ts = pd.Timestamp(feature_event_time(ds)).as_unit("us")
     return pd.DataFrame(columns).assign(event_timestamp=ts, created_timestamp=ts)
 
@@ -55,7 +60,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[PctrConfig, dict[str
             table = _feature_table(entity, ds, rng)
             layout.features(entity, ds).mkdir(parents=True)
             table.to_parquet(layout.features(entity, ds) / "features.parquet", index=False)
-            tables[ds][entity] = table.set_index(ENTITY_KEYS[entity])
+            tables[ds][entity] = table.set_index(list(ENTITIES[entity].keys))
     feature_store(cfg, apply=True)
     return cfg, tables
 
@@ -64,9 +69,11 @@ def _served_features(cfg: PctrConfig, features_of: dict[str, pd.DataFrame], ids:
                      context: dict[str, str]) -> dict[str, object]:  # fmt: skip
     """The ranker's inputs: request values, then batch values from ``features_of`` (spec defaults if unknown)."""
     values: dict[str, object] = {**ids, **context, "position": cfg.serving.default_position, "hour": now.hour}
-    for f in batch_features():
+    for f in batch_features():  # the ad's category comes before the pair features that it keys
         table = features_of[f.entity]  # type: ignore[index]
-        key = ids[ENTITY_KEYS[f.entity]]  # type: ignore[index]
+        keys = {**ids, CATEGORY_KEY: values.get(CATEGORY_FEATURE)}
+        key = tuple(keys[k] for k in ENTITIES[f.entity].keys)  # type: ignore[index]
+        key = key if len(key) > 1 else key[0]
         value = table.at[key, f.name] if key in table.index else f.default
         values[f.name] = value.item() if isinstance(value, np.generic) else value
     return {f.name: values[f.name] for f in FEATURES}
@@ -78,12 +85,12 @@ def write_log(cfg: PctrConfig, ds: str, features_of: dict[str, pd.DataFrame], n:
     was served ``STALE`` from other feature tables."""
     context = {"placement": "feed", "device": "mobile", "os": "ios", "country": "US"}
     log = ServedLog(Layout(cfg.home).served_log)
-    users = [*KEYS["user"], "u_new"]  # u_new: cold start, served the spec defaults
+    users = [*USERS, "u_new"]  # u_new: cold start, served the spec defaults
     for start in range(0, n, 3):
         now = day_bounds(ds)[0] + dt.timedelta(hours=5 * start // 3, minutes=7, seconds=1.5)
         records = []
         for i in range(start, min(start + 3, n)):
-            ad = i % len(KEYS["ad"])
+            ad = i % len(KEYS["ad"]["ad_id"])
             ids = {"user_id": users[start // 3 % len(users)], "ad_id": f"a{ad}", "advertiser_id": f"adv{ad % 3}"}
             served = _served_features(cfg, features_of, ids, now, context)
             if stale and i in stale:
@@ -111,6 +118,12 @@ def test_served_features_equal_to_offline_report_no_skew(home: tuple) -> None:
     assert stats["features"]["hour"]["kind"] == "request" and stats["features"][STALE]["kind"] == "batch"
     assert stats["max_batch_mismatch_rate"] == 0.0
     assert read_json(Layout(cfg.home).stage_output("skew_report", DAY2) / "_stats.json") == stats
+    served = [
+        json.loads(line)["served_features"]["user_category_ctr_30d"]
+        for path in (Layout(cfg.home).served_log / f"dt={DAY2}").glob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert 0 < served.count(0.0) < len(served)  # known pairs and absent ones (spec default) were both compared
 
 
 def test_stale_feature_shows_its_share_of_rows(home: tuple) -> None:

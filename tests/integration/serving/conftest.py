@@ -2,7 +2,8 @@
 
 The bundle parts are built once per session (``bundle_parts``); ``publish`` copies them into a home
 as a versioned bundle with a manifest and flips CURRENT, like ``jobs.publish``. Homes share one
-Feast repo (symlinked), materialised with the users' features of yesterday (inside the TTL).
+Feast repo (symlinked), materialised with the features of yesterday (inside the TTL) of the users and
+of some of their (user, category) pairs.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pytest
 from jobs.config import PctrConfig, ServingConfig, TrainConfig, load_config
 from jobs.io import write_json_atomic, write_text_atomic
 from jobs.layout import FEATURE_ENTITIES, Layout, day_bounds, feature_event_time
-from models.features import ENTITY_KEYS, FEATURES, Feature, batch_features
+from models.features import CATEGORY_KEY, FEATURES, Entity, Feature, batch_features
 from serving.bundle import MANIFEST, file_checksums
 
 N_ADS = 50
@@ -54,9 +55,9 @@ def spec_values(features: list[Feature], n: int, rng: np.random.Generator) -> di
     return out
 
 
-def feature_table(entity: str, keys: np.ndarray, rng: np.random.Generator, ds: str) -> pd.DataFrame:
-    """One entity's feature file of ``ds`` as build_features writes it."""
-    frame = pd.DataFrame({ENTITY_KEYS[entity]: keys, **spec_values(batch_features(entity), len(keys), rng)})  # type: ignore[arg-type]
+def feature_table(entity: Entity, keys: pd.DataFrame, rng: np.random.Generator, ds: str) -> pd.DataFrame:
+    """One entity's feature file of ``ds`` as build_features writes it; ``keys`` holds its key columns."""
+    frame = keys.reset_index(drop=True).assign(**spec_values(batch_features(entity), len(keys), rng))
     ts = pd.Timestamp(feature_event_time(ds)).as_unit("us")
     return frame.assign(event_timestamp=ts, created_timestamp=ts)
 
@@ -111,8 +112,18 @@ def bundle_parts(tmp_path_factory: pytest.TempPathFactory, ads_table: pd.DataFra
 
 
 @pytest.fixture(scope="session")
-def feast_repo(tmp_path_factory: pytest.TempPathFactory, ads_table: pd.DataFrame, feature_day: str) -> Path:
-    """A Feast repo with the features of ``feature_day`` of USERS (and of the ads) materialised."""
+def pair_keys(ads_table: pd.DataFrame) -> pd.DataFrame:
+    """The (user, category) pairs with features: every user but the last with some of the ads' categories."""
+    categories = sorted(ads_table["ad_category"].unique())
+    pairs = [(u, c) for i, u in enumerate(USERS[:-1]) for c in categories[i % 2 :: 2]]
+    return pd.DataFrame(pairs, columns=["user_id", CATEGORY_KEY])
+
+
+@pytest.fixture(scope="session")
+def feast_repo(
+    tmp_path_factory: pytest.TempPathFactory, ads_table: pd.DataFrame, pair_keys: pd.DataFrame, feature_day: str
+) -> Path:
+    """A Feast repo with the features of ``feature_day`` of USERS and of ``pair_keys`` materialised."""
     from feature_repo.definitions import view_name
     from jobs.feast_store import feature_store
 
@@ -121,9 +132,10 @@ def feast_repo(tmp_path_factory: pytest.TempPathFactory, ads_table: pd.DataFrame
     layout = Layout(cfg.home)
     rng = np.random.default_rng(2)
     keys = {
-        "user": np.array(USERS, dtype=object),
-        "ad": ads_table["ad_id"].to_numpy(),
-        "advertiser": ads_table["advertiser_id"].unique(),
+        "user": pd.DataFrame({"user_id": USERS}),
+        "ad": ads_table[["ad_id"]],
+        "advertiser": ads_table[["advertiser_id"]].drop_duplicates(),
+        "user_category": pair_keys,
     }
     for entity in FEATURE_ENTITIES:
         layout.features(entity, feature_day).mkdir(parents=True)
@@ -132,8 +144,15 @@ def feast_repo(tmp_path_factory: pytest.TempPathFactory, ads_table: pd.DataFrame
         )
     store = feature_store(cfg, apply=True)
     start, end = day_bounds(feature_day)
-    store.materialize(start_date=start, end_date=end, feature_views=[view_name("user")])
+    store.materialize(start_date=start, end_date=end, feature_views=[view_name("user"), view_name("user_category")])
     return layout.feast_repo
+
+
+@pytest.fixture(scope="session")
+def pair_table(feast_repo: Path, feature_day: str) -> pd.DataFrame:
+    """The materialised (user, category) features, indexed by (user_id, category)."""
+    path = Layout(feast_repo.parent).features("user_category", feature_day) / "features.parquet"
+    return pd.read_parquet(path).set_index(["user_id", CATEGORY_KEY])
 
 
 @pytest.fixture(scope="session")

@@ -6,13 +6,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from jobs.layout import Layout
-from models.features import FEATURES
+from models.features import FEATURES, batch_features
 from serving.app import create_app
 
 pytestmark = pytest.mark.integration
 
 VERSION = "2026-11-20-v1"
 CONTEXT = {"placement": "feed", "device": "ios", "os": "ios17", "country": "US"}
+PHASES = ("features", "retrieval", "pair_features", "scoring", "auction", "log")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_rank_fills_the_slots_by_ecpm_at_gsp_prices_under_the_rules(live, users)
         assert (result["user_id"], result["model_version"], result["bundle_version"]) == (user_id, "1", VERSION)
         assert result["candidates"] == live.cfg.serving.retrieval_k
         assert result["cold_start"] is False
-        assert set(result["timings_ms"]) == {"features", "retrieval", "scoring", "auction", "log", "total"}
+        assert set(result["timings_ms"]) == {*PHASES, "total"}
         ads = result["ads"]
         assert [a["slot"] for a in ads] == [1, 2, 3]
         ecpm = [a["ecpm"] for a in ads]
@@ -103,6 +104,22 @@ def test_served_impressions_are_logged_with_every_feature(live):
     assert len({r["impression_id"] for r in lines}) == len(lines)
 
 
+def test_each_candidate_is_scored_with_its_users_category_features(live, pair_table):
+    """Served pair features are Feast's for (user, the ad's category); absent pairs get the spec defaults."""
+    engine = live.client.app.state.engines.live()
+    pair = [f.name for f in batch_features("user_category")]
+    for user_id in ("u1", "u2", "u4", "never-seen-before"):
+        rows = engine.retrieve(user_id, engine.user_features(user_id)[0])
+        served = engine.pair_features(user_id, rows)
+        categories = engine.ads["ad_category"][rows]
+        known = np.array([(user_id, c) in pair_table.index for c in categories])
+        assert (user_id in {"u1", "u2"}) == known.any() and not known.all()
+        for name in pair:
+            expected = [pair_table.at[(user_id, c), name] if k else 0.0 for c, k in zip(categories, known, strict=True)]
+            np.testing.assert_allclose(served[name], expected, rtol=1e-6)
+            assert served[name].dtype == np.float32
+
+
 def test_metrics_count_requests_and_time_each_phase(live):
     rank(live, "u3")
     assert live.client.post("/v1/rank", json={"user_id": "u3"}).status_code == 422
@@ -110,7 +127,7 @@ def test_metrics_count_requests_and_time_each_phase(live):
     assert 'pctr_requests_total{endpoint="/v1/rank",status="200"}' in text
     assert 'pctr_requests_total{endpoint="/v1/rank",status="422"} 1.0' in text
     assert 'pctr_request_seconds_count{endpoint="/v1/rank"}' in text
-    for phase in ("features", "retrieval", "scoring", "auction", "log", "total"):
+    for phase in (*PHASES, "total"):
         assert f'pctr_rank_phase_seconds_count{{phase="{phase}"}}' in text
     assert f'pctr_bundle_info{{model_version="1",version="{VERSION}"}} 1.0' in text
     assert 'pctr_bundle_reloads_total{result="ok"} 1.0' in text

@@ -51,11 +51,17 @@ def _simulate(cfg: PctrConfig, scale: str, days: int) -> dict[str, Any]:
 
 def bench_throughput(scale: str) -> dict[str, Any]:
     """Simulator and Spark join rows/s at ``scale`` (one joined day: the next day's clicks are needed)."""
+    from pyspark.sql import SparkSession
+
     from jobs import join_logs
 
+    active = SparkSession.getActiveSession()
+    if active is not None:  # a fresh session, sized by this run's configuration
+        active.stop()
     with tempfile.TemporaryDirectory(prefix="pctr-bench-") as home:
         cfg = load_config(home=home)
-        out: dict[str, Any] = {"scale": scale, "simulate": _simulate(cfg, scale, days=2)}
+        out: dict[str, Any] = {"scale": scale, "spark_driver_memory": cfg.spark.driver_memory}
+        out["simulate"] = _simulate(cfg, scale, days=2)
         stats = join_logs.run(cfg, START)
         out["join"] = {
             "input_impressions": stats["input_impressions"],
@@ -98,7 +104,10 @@ def bench_training(cfg: PctrConfig, ds: str) -> dict[str, Any]:
 
 
 class _PeakMemory:
-    """Peak total RSS of this process and its children (the horovodrun workers), sampled every 0.2 s."""
+    """Peak total RSS of the training processes (horovodrun and its workers), sampled every 0.2 s.
+
+    This process and its Spark JVM are left out: they are not part of training.
+    """
 
     def __init__(self, psutil: Any) -> None:
         import threading
@@ -112,9 +121,10 @@ class _PeakMemory:
         me = self._psutil.Process()
         while not self._stop.is_set():
             total = 0
-            for proc in [me, *me.children(recursive=True)]:
+            for proc in me.children(recursive=True):
                 try:
-                    total += proc.memory_info().rss
+                    if any("horovod" in part or "train_worker" in part for part in proc.cmdline()):
+                        total += proc.memory_info().rss
                 except self._psutil.Error:
                     pass
             self.peak_mib = max(self.peak_mib, total / 2**20)
@@ -229,6 +239,11 @@ def bench_serving(cfg: PctrConfig, ds: str, requests: int = 300) -> dict[str, An
     }
 
 
+def _write(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--throughput-scale", default="medium", help="scale of the simulate/join throughput run")
@@ -240,19 +255,22 @@ def main(argv: list[str] | None = None) -> int:
         "days": args.days,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "throughput": bench_throughput(args.throughput_scale),
     }
+    path = RESULTS / f"bench-{args.throughput_scale}-{args.scale}.json"
     with tempfile.TemporaryDirectory(prefix="pctr-bench-") as home:
         cfg = load_config(home=home)
         cfg.train.history_days = args.days - 3
         ds = ds_range(START, args.days)[-2]
-        result["data"] = bench_daily_stages(cfg, args.scale, args.days)
-        result["feature_store"] = bench_feature_store(cfg, ds)
-        result["training"] = bench_training(cfg, ds)
-        result["serving"] = bench_serving(cfg, ds)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"bench-{args.throughput_scale}-{args.scale}.json"
-    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        for name, measure in (
+            ("data", lambda: bench_daily_stages(cfg, args.scale, args.days)),
+            ("feature_store", lambda: bench_feature_store(cfg, ds)),
+            ("training", lambda: bench_training(cfg, ds)),
+            ("serving", lambda: bench_serving(cfg, ds)),
+        ):
+            result[name] = measure()
+            _write(path, result)  # what was measured survives a later failure
+    result["throughput"] = bench_throughput(args.throughput_scale)
+    _write(path, result)
     print(json.dumps(result, indent=2, sort_keys=True))
     print(f"written to {path}")
     return 0

@@ -121,7 +121,8 @@ class SparkConfig(BaseModel):
     """Spark session settings; any ``spark.*`` key can be added under ``conf``."""
 
     master: str = "local[2]"
-    driver_memory: str = "4g"
+    # local mode runs everything in the driver: a medium day (10M impressions) needs more than 4g
+    driver_memory: str = "8g"
     shuffle_partitions: int = 8
     conf: dict[str, str] = {}
 

@@ -116,9 +116,13 @@ def _quarantine(df: DataFrame, event: str, reason: Column) -> DataFrame:
 
 def run(cfg: PctrConfig, ds: str) -> Stats:
     """Join the impressions of ``ds`` with their clicks, quarantine bad records, label and downsample."""
+    from pyspark import StorageLevel
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    # cached frames carry the raw lines (for the quarantine): serialized, spilling to disk, they fit a
+    # 10M-impression day in local mode
+    serialized = StorageLevel.MEMORY_AND_DISK
     started = time.time()
     layout = Layout(cfg.home)
     spark = spark_session(cfg)
@@ -157,11 +161,11 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         F.when(F.col("parse_error").isNotNull(), F.col("parse_error"))
         .when(missing_required, "schema_violation")
         .when(out_of_range, "out_of_range"),
-    ).persist()  # parsed once: gzip JSON parsing is the most expensive step
+    ).persist(serialized)  # parsed once: the costliest step
     # the first of duplicate impressions (by time, then file and line) is kept; later copies are quarantined
     first = Window.partitionBy("impression_id").orderBy("ts_parsed", "source_file", "line_no")
     valid = imps.where(F.col("reason").isNull()).withColumn("dup_rank", F.row_number().over(first))
-    valid = valid.withColumn("reason", F.when(F.col("dup_rank") > 1, "duplicate")).cache()
+    valid = valid.withColumn("reason", F.when(F.col("dup_rank") > 1, "duplicate")).persist(serialized)
     clean = valid.where(F.col("reason").isNull())
 
     # ---- clicks: those that arrived on ds are accounted here; those up to the window's end label rows
@@ -173,7 +177,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         F.when(F.col("parse_error").isNotNull(), F.col("parse_error")).when(
             F.col("impression_id").isNull() | F.col("click_ts").isNull(), "schema_violation"
         ),
-    ).cache()
+    ).persist(serialized)
     good_clicks = clicks.where(F.col("reason").isNull())
     first_click = good_clicks.groupBy("impression_id").agg(F.min("click_ts").alias("click_ts"))
 
@@ -195,7 +199,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         *row_columns,
         ((F.col("label") == 1) | (_hash_fraction("impression_id", "neg") < cfg.join.neg_rate)).alias("kept"),
         (_hash_fraction("impression_id", "eval") < cfg.join.eval_sample_rate).alias("in_eval"),
-    ).persist()
+    ).persist(serialized)
     row_names = [c for c in rows.columns if c not in ("kept", "in_eval")]
     joined = rows.where("kept").select(
         *row_names,
@@ -226,7 +230,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
             .when(F.col("known").isNull(), "orphan_click")
             .when(F.col("rank") > 1, "duplicate_click"),
         )
-        .persist()
+        .persist(serialized)
     )
 
     quarantine = _quarantine(imps.where(F.col("reason").isNotNull()), "impression", F.col("reason"))

@@ -32,7 +32,6 @@ def spark_session(cfg: PctrConfig) -> SparkSession:
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
-        .config("spark.local.dir", str(cfg.home / "tmp" / "spark"))
         .config("spark.sql.warehouse.dir", str(cfg.home / "tmp" / "spark-warehouse"))
     )
     for key, value in cfg.spark.conf.items():

@@ -25,6 +25,8 @@ def airflow_env(cfg: PctrConfig, parallelism: int = 4) -> dict[str, str]:
     home = Layout(cfg.home).airflow_home
     return {
         **os.environ,
+        # `airflow standalone` starts its components as `airflow ...` commands: this venv's must come first
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         "PCTR_HOME": str(cfg.home),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),

@@ -22,12 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--airflow-port", type=int, default=8080)
     parser.add_argument("--mlflow-port", type=int, default=5000)
     args = parser.parse_args(argv)
+    # a process started in the background inherits SIGINT ignored: restore Ctrl-C, and stop the same way on SIGTERM
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     cfg = load_config()
     migrate(cfg)
     env = airflow_env(cfg, parallelism=4)
     # a single-user local UI: no login page (set it to False, or use a real auth manager, on a shared host)
     env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
     env["AIRFLOW__API__PORT"] = str(args.airflow_port)
+    env["AIRFLOW__API__HOST"] = "127.0.0.1"
     airflow = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env, start_new_session=True)
     mlflow = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(cfg),

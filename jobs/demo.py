@@ -18,15 +18,14 @@ from typing import Any
 
 from jobs.airflow_local import dags_test, migrate
 from jobs.config import PctrConfig, load_config
+from jobs.evaluate import SUMMARY_METRICS as EVALUATION_METRICS
 from jobs.io import read_json, write_json_atomic
 from jobs.layout import Layout, ds_range
 from jobs.pipeline import DAILY_STAGES, run_day
 
 DEMO_START = "2026-11-01"
 DEMO_USERS = 3
-SUMMARY_METRICS = (
-    "auc", "logloss", "normalized_entropy", "ece", "oe_ratio", "oracle_auc", "baseline_auc",
-)  # fmt: skip
+SUMMARY_METRICS = (*EVALUATION_METRICS, "oracle_auc", "baseline_auc")
 
 
 def demo_days(cfg: PctrConfig) -> list[str]:

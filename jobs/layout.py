@@ -8,7 +8,6 @@ from pathlib import Path
 
 from models.features import ENTITIES, Entity
 
-RAW_EVENTS = ("impressions", "clicks", "conversions")
 FEATURE_ENTITIES: tuple[Entity, ...] = tuple(ENTITIES)
 
 

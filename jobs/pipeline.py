@@ -45,7 +45,6 @@ DAILY_STAGES: tuple[Stage, ...] = (
     Stage("publish", "jobs.publish", ("register",), help="serving bundle and atomic CURRENT flip"),
 )
 STAGES_BY_NAME = {s.name: s for s in DAILY_STAGES}
-DATA_STAGES = ("validate_raw", "join_logs", "validate_joined", "build_features", "materialize")
 
 
 def run_stage(cfg: PctrConfig, name: str, ds: str) -> Stats:

@@ -17,18 +17,6 @@ from jobs.layout import Layout
 from jobs.training_set import load_feature_stats, load_split
 
 
-def _rank_share(directory: Path, rank: int, size: int):
-    """This rank's shards of a split (shards are assigned round-robin)."""
-    import pandas as pd
-
-    from models.inputs import fill_defaults
-
-    shards = sorted(directory.glob("part-*.parquet"))[rank::size]
-    if not shards:
-        raise FileNotFoundError(f"rank {rank}: no Parquet shards in {directory}")
-    return fill_defaults(pd.concat([pd.read_parquet(p) for p in shards], ignore_index=True))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True)
@@ -52,7 +40,7 @@ def main() -> None:
     layout = Layout(cfg.home)
     out = layout.run_dir(args.ds) / "ranker"
     stats = load_feature_stats(cfg, args.ds)
-    train_df = _rank_share(layout.training_set(args.ds) / "train", hvd.rank(), hvd.size())
+    train_df = load_split(cfg, args.ds, "train", shard=(hvd.rank(), hvd.size()))
     # every rank must run the same number of steps, or the gradient allreduce waits forever
     common_rows = int(hvd.allreduce(np.array(len(train_df)), op=hvd.Min, name="rows_per_rank"))
     train_df = train_df.iloc[:common_rows]

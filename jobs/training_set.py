@@ -84,13 +84,20 @@ def _write_shards(df: pd.DataFrame, directory: Path, shards: int) -> None:
         pq.write_table(table.slice(i * size, size), directory / f"part-{i:03d}.parquet")
 
 
-def load_split(cfg: PctrConfig, ds: str, split: str) -> pd.DataFrame:
-    """One split with spec defaults filled and spec dtypes, ready for the models."""
+def load_split(cfg: PctrConfig, ds: str, split: str, shard: tuple[int, int] = (0, 1)) -> pd.DataFrame:
+    """One split with spec defaults filled and spec dtypes, ready for the models.
+
+    ``shard=(rank, size)`` reads only that Horovod rank's files (assigned round-robin).
+    """
     import pandas as pd
 
     from models.inputs import fill_defaults
 
-    return fill_defaults(pd.read_parquet(Layout(cfg.home).training_set(ds) / split))
+    rank, size = shard
+    files = sorted((Layout(cfg.home).training_set(ds) / split).glob("part-*.parquet"))[rank::size]
+    if not files:
+        raise FileNotFoundError(f"no Parquet shards for split {split!r} of ds={ds}, shard {rank}/{size}")
+    return fill_defaults(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True))
 
 
 def load_feature_stats(cfg: PctrConfig, ds: str) -> FeatureStats:

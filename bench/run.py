@@ -1,11 +1,13 @@
 """``make bench``: throughput and latency of the pipeline's hot spots, as JSON under ``bench/results/``.
 
-Measured on fresh homes (``PCTR_HOME`` is ignored: temporary directories are used): simulation and
-Spark join rows/s at ``--throughput-scale`` (medium: 10M impressions a day), and at ``--scale`` the
-seconds of every data stage, Feast historical retrieval rows/s (file, duckdb, Spark offline stores)
-and online read latency (sqlite, Redis), training examples/s with 1 and 2 Horovod processes (with
-peak resident memory), ranker SavedModel latency for 1,000 candidates, and the ranking service's
-latency for one /v1/rank request (in process: Feast online read, user tower, FAISS, ranker, auction).
+Measured on fresh homes (``PCTR_HOME`` is ignored: temporary directories are used):
+- at ``--throughput-scale`` (medium: 10M impressions a day): simulation and Spark join rows/s, the
+  feature job's seconds and Feast historical retrieval rows/s;
+- at ``--scale``: the seconds of every data stage, Feast historical retrieval rows/s (file, duckdb,
+  Spark offline stores) and online read latency (sqlite, Redis), training examples/s with 1 and 2
+  Horovod processes (with peak resident memory), ranker SavedModel latency for 1,000 candidates, and
+  the ranking service's latency for one /v1/rank request (in process: Feast online read, user tower,
+  FAISS, ranker, auction).
 Seconds, not instructions: run it on an otherwise idle machine.
 """
 
@@ -49,25 +51,39 @@ def _simulate(cfg: PctrConfig, scale: str, days: int) -> dict[str, Any]:
     return {"impressions": rows, "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds, 1)}
 
 
-def bench_throughput(scale: str) -> dict[str, Any]:
-    """Simulator and Spark join rows/s at ``scale`` (one joined day: the next day's clicks are needed)."""
+def bench_throughput(scale: str, max_entity_rows: int = 100_000) -> dict[str, Any]:
+    """At ``scale``: simulator and Spark join rows/s, the feature job's seconds and Feast historical retrieval.
+
+    Three simulated days: the join of a day needs the next day's clicks; the features of the first
+    day serve the retrieval of the second day's joined rows (point in time, as training sets do).
+    """
     from pyspark.sql import SparkSession
 
-    from jobs import join_logs
+    from jobs import build_features, join_logs
+    from jobs.layout import Layout
+    from jobs.training_set import entity_rows
 
     active = SparkSession.getActiveSession()
     if active is not None:  # a fresh session, sized by this run's configuration
         active.stop()
+    first, second = ds_range(START, 2)
     with tempfile.TemporaryDirectory(prefix="pctr-bench-") as home:
         cfg = load_config(home=home)
         out: dict[str, Any] = {"scale": scale, "spark_driver_memory": cfg.spark.driver_memory}
-        out["simulate"] = _simulate(cfg, scale, days=2)
-        stats = join_logs.run(cfg, START)
-        out["join"] = {
-            "input_impressions": stats["input_impressions"],
-            "seconds": stats["seconds"],
-            "rows_per_second": round(stats["input_impressions"] / stats["seconds"], 1),
-        }
+        out["simulate"] = _simulate(cfg, scale, days=3)
+        out["join"] = []
+        for ds in (first, second):
+            stats = join_logs.run(cfg, ds)
+            out["join"].append({
+                "ds": ds,
+                "input_impressions": stats["input_impressions"],
+                "seconds": stats["seconds"],
+                "rows_per_second": round(stats["input_impressions"] / stats["seconds"], 1),
+            })  # fmt: skip
+        features = build_features.run(cfg, first)
+        out["build_features"] = {"seconds": features["seconds"], "rows": features["rows"]}
+        entities = entity_rows(Layout(cfg.home), "joined", [second]).head(max_entity_rows)
+        out["feast_historical"] = bench_historical(cfg, entities)
     return out
 
 
@@ -140,33 +156,35 @@ class _PeakMemory:
         self.peak_mib = round(self.peak_mib, 1)
 
 
-def bench_feature_store(cfg: PctrConfig, ds: str, max_rows: int = 20_000, calls: int = 200) -> dict[str, Any]:
-    """Feast: historical retrieval rows/s per offline store, online read latency per online store."""
+def bench_historical(cfg: PctrConfig, entities: Any) -> dict[str, Any]:
+    """Rows/s of Feast's ``get_historical_features`` (service ranker_v1) per offline store."""
     from jobs.feast_store import feature_store
-    from jobs.layout import Layout, day_bounds
-    from jobs.training_set import RANKER_SERVICE, entity_rows, split_days
-    from models.features import batch_features
+    from jobs.training_set import RANKER_SERVICE
 
-    layout = Layout(cfg.home)
-    kind, days = split_days(cfg, ds)["train"]
-    entities = entity_rows(layout, kind, days).head(max_rows)
-    out: dict[str, Any] = {"historical": {}, "online": {}}
+    out: dict[str, Any] = {"entity_rows": len(entities)}
     for offline in ("file", "duckdb", "spark"):
         variant = cfg.model_copy(deep=True)
         variant.features.offline_store = offline
         store = feature_store(variant, apply=True)
         started = time.perf_counter()
-        rows = len(
-            store.get_historical_features(
-                entity_df=entities, features=store.get_feature_service(RANKER_SERVICE)
-            ).to_df()
-        )
+        service = store.get_feature_service(RANKER_SERVICE)
+        rows = len(store.get_historical_features(entity_df=entities, features=service).to_df())
         seconds = time.perf_counter() - started
-        out["historical"][offline] = {
-            "rows": rows,
-            "seconds": round(seconds, 2),
-            "rows_per_second": round(rows / seconds, 1),
-        }
+        out[offline] = {"rows": rows, "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds, 1)}
+    return out
+
+
+def bench_feature_store(cfg: PctrConfig, ds: str, max_rows: int = 20_000, calls: int = 200) -> dict[str, Any]:
+    """Feast: historical retrieval rows/s per offline store, online read latency per online store."""
+    from jobs.feast_store import feature_store
+    from jobs.layout import Layout, day_bounds
+    from jobs.training_set import entity_rows, split_days
+    from models.features import batch_features
+
+    layout = Layout(cfg.home)
+    kind, days = split_days(cfg, ds)["train"]
+    entities = entity_rows(layout, kind, days).head(max_rows)
+    out: dict[str, Any] = {"historical": bench_historical(cfg, entities), "online": {}}
 
     users = entities["user_id"].drop_duplicates().head(calls).tolist()
     ads = entities["ad_id"].drop_duplicates().head(1000).tolist()
@@ -244,36 +262,53 @@ def _write(path: Path, result: dict[str, Any]) -> None:
     path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
 
 
+PARTS = ("pipeline", "throughput")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--throughput-scale", default="medium", help="scale of the simulate/join throughput run")
+    parser.add_argument("--throughput-scale", default="medium", help="scale of the simulate/join/features run")
     parser.add_argument("--scale", default="small", help="scale of the pipeline run (training, serving)")
     parser.add_argument("--days", type=int, default=5, help="simulated days of the pipeline run")
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help="comma-separated subset of pipeline,throughput; the file keeps "
+        "the other parts' earlier figures (each part has its own started_at)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    result: dict[str, Any] = {
-        "scale": args.scale,
-        "days": args.days,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    parts = args.parts.split(",")
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
     path = RESULTS / f"bench-{args.throughput_scale}-{args.scale}.json"
-    with tempfile.TemporaryDirectory(prefix="pctr-bench-") as home:
-        cfg = load_config(home=home)
-        cfg.train.history_days = args.days - 3
-        ds = ds_range(START, args.days)[-2]
-        for name, measure in (
-            ("data", lambda: bench_daily_stages(cfg, args.scale, args.days)),
-            ("feature_store", lambda: bench_feature_store(cfg, ds)),
-            ("training", lambda: bench_training(cfg, ds)),
-            ("serving", lambda: bench_serving(cfg, ds)),
-        ):
-            result[name] = measure()
-            _write(path, result)  # what was measured survives a later failure
-    result["throughput"] = bench_throughput(args.throughput_scale)
-    _write(path, result)
+    result: dict[str, Any] = json.loads(path.read_text()) if path.exists() and len(parts) < len(PARTS) else {}
+    result.update(
+        scale=args.scale,
+        machine={"cpus": os.cpu_count(), "python": platform.python_version()},
+    )
+    if "pipeline" in parts:
+        result.update(days=args.days, started_at=_now())
+        with tempfile.TemporaryDirectory(prefix="pctr-bench-") as home:
+            cfg = load_config(home=home)
+            cfg.train.history_days = args.days - 3
+            ds = ds_range(START, args.days)[-2]
+            for name, measure in (
+                ("data", lambda: bench_daily_stages(cfg, args.scale, args.days)),
+                ("feature_store", lambda: bench_feature_store(cfg, ds)),
+                ("training", lambda: bench_training(cfg, ds)),
+                ("serving", lambda: bench_serving(cfg, ds)),
+            ):
+                result[name] = measure()
+                _write(path, result)  # what was measured survives a later failure
+    if "throughput" in parts:
+        started_at = _now()
+        result["throughput"] = {**bench_throughput(args.throughput_scale), "started_at": started_at}
+        _write(path, result)
     print(json.dumps(result, indent=2, sort_keys=True))
     print(f"written to {path}")
     return 0
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 if __name__ == "__main__":

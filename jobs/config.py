@@ -74,15 +74,20 @@ class TrainConfig(BaseModel):
     batch_size: int = 1024
     learning_rate: float = 2e-3
     embedding_dim: int = 8
+    embedding_l2: float = 0.0
     hash_buckets: int = 100_000
     hidden_units: tuple[int, ...] = (128, 64)
-    early_stopping_patience: int = 1
+    early_stopping_patience: int = Field(1, ge=1)
     seed: int = 42
     retrieval_dim: int = 32
     retrieval_epochs: int = 2
     retrieval_index: Literal["flat", "hnsw"] = "flat"
     calibration: Literal["isotonic", "platt"] = "isotonic"
     horovodrun: str = "horovodrun"
+    # Initialise the ranker from a registered version: an alias (e.g. "champion"; none yet = cold
+    # start) or a version number (must exist). None: train from scratch, so reruns do not depend on
+    # what was promoted in between.
+    warm_start: str | None = None
 
 
 class GateConfig(BaseModel):

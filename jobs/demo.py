@@ -71,8 +71,17 @@ def demo_users(cfg: PctrConfig, ds: str, n: int) -> list[str]:
     return [*rows["user_id"].value_counts().index[: n - 1].tolist(), "u-new-demo-user"]
 
 
+def serving_day(ds: str) -> str:
+    """The day the model closed on ds serves: the next one. The demo's requests carry a time in it."""
+    return ds_range(ds, 2)[1]
+
+
 def serve_and_rank(cfg: PctrConfig, ds: str) -> dict[str, Any]:
-    """Start ``pctr serve``, rank for a few users and score one instance through the TF-Serving API."""
+    """Start ``pctr serve``, rank for a few users and score one instance through the TF-Serving API.
+
+    The ranking requests are stamped noon of the serving day (the simulated clock, not the wall
+    clock), so the served log and ``pctr skew-report --ds <serving day>`` belong to the simulated world.
+    """
     import httpx
 
     url = f"http://{cfg.serving.host}:{cfg.serving.port}"
@@ -84,10 +93,12 @@ def serve_and_rank(cfg: PctrConfig, ds: str) -> dict[str, Any]:
     try:
         _wait_ready(url, proc)
         context = {"placement": "feed", "device": "ios", "os": "ios", "country": "US"}
-        ranked = [
-            httpx.post(f"{url}/v1/rank", json={"user_id": u, "context": context, "slots": 3}, timeout=30.0).json()
-            for u in demo_users(cfg, ds, DEMO_USERS)
-        ]
+        request = {"context": context, "slots": 3, "request_time": f"{serving_day(ds)}T12:00:00Z"}
+        ranked = []
+        for user_id in demo_users(cfg, ds, DEMO_USERS):
+            response = httpx.post(f"{url}/v1/rank", json={"user_id": user_id, **request}, timeout=30.0)
+            response.raise_for_status()
+            ranked.append(response.json())
         first = ranked[0]["ads"][0]
         instance = {"user_id": ranked[0]["user_id"], "ad_id": first["ad_id"], "advertiser_id": first["advertiser_id"]}
         predicted = httpx.post(f"{url}/v1/models/pctr:predict", json={"instances": [instance]}, timeout=30.0).json()
@@ -129,13 +140,11 @@ def summarise(cfg: PctrConfig, ds: str, states: dict[str, dict[str, Any]], serve
     }
 
 
-def skew_check(cfg: PctrConfig) -> dict[str, Any]:
+def skew_check(cfg: PctrConfig, ds: str) -> dict[str, Any]:
     """``pctr skew-report`` over what the demo just served: batch features must match the offline store."""
-    import datetime as dt
-
     from jobs import skew_report
 
-    served_day = dt.datetime.now(dt.UTC).date().isoformat()
+    served_day = serving_day(ds)
     report = skew_report.run(cfg, served_day)
     return {
         "served_day": served_day,
@@ -173,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"pctr_daily {ds}: tasks not successful: {failed}; see {log}")
     served = serve_and_rank(cfg, ds)
     summary = summarise(cfg, ds, states, served)
-    summary["skew"] = skew_check(cfg)
+    summary["skew"] = skew_check(cfg, ds)
     summary["wall_seconds"] = round(time.time() - started, 1)
     write_json_atomic(layout.demo / "summary.json", summary)
     _print_human(summary, layout.demo / "summary.json")
@@ -192,7 +201,10 @@ def _print_human(summary: dict[str, Any], path: Path) -> None:
     for user in summary["ranked_users"]:
         print(f"  {user['user_id']}: {', '.join(user['ads'])}")
     skew = summary["skew"]
-    print(f"  skew report: {skew['rows_compared']} served rows, batch mismatch rate {skew['max_batch_mismatch_rate']}")
+    print(
+        f"  skew report (pctr skew-report --ds {skew['served_day']}): {skew['rows_compared']} served rows, "
+        f"batch mismatch rate {skew['max_batch_mismatch_rate']}"
+    )
     print(f"  summary: {path}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from jobs.calibrate import calibrator_path
@@ -11,7 +12,7 @@ from jobs.evaluate import evaluation_dir, load_evaluation
 from jobs.io import Stats, read_json, write_stats
 from jobs.layout import Layout
 from jobs.retrieval import retrieval_dir
-from jobs.train import ranker_dir
+from jobs.train import RANKER_WEIGHTS, ranker_dir
 
 EXPERIMENT = "pctr-daily"
 CHAMPION = "champion"
@@ -70,6 +71,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
             artifacts={
                 "saved_model": str(ranker_dir(cfg, ds) / "saved_model"),
                 "calibrator": str(calibrator_path(cfg, ds)),
+                "weights": str(ranker_dir(cfg, ds) / RANKER_WEIGHTS),
             },
             # explicit requirements: inferring them would load TensorFlow in a subprocess
             pip_requirements=["pctr", "tensorflow-cpu==2.21.0"],
@@ -95,6 +97,32 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         "seconds": round(time.time() - started, 2),
     }
     return write_stats(Layout(cfg.home).stage_output("register", ds), stats)
+
+
+def download_ranker_weights(cfg: PctrConfig, ref: str, dest: Path) -> tuple[str, Path] | None:
+    """The Keras weights of registered version ``ref`` (alias or number) of the ranker, downloaded into ``dest``.
+
+    Returns (version, path); None when ``ref`` is an alias that is not set yet (the first run of a
+    warm-started pipeline has no champion). A version number that does not exist raises.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client(cfg)
+    try:
+        version = client.get_model_version(cfg.model_name, ref) if ref.isdigit() else None
+        if version is None:
+            version = client.get_model_version_by_alias(cfg.model_name, ref)
+    except MlflowException as error:
+        if ref.isdigit():
+            raise LookupError(f"train.warm_start={ref}: {cfg.model_name} has no version {ref}") from error
+        return None
+    uri = f"models:/{cfg.model_name}/{version.version}/artifacts/{RANKER_WEIGHTS}"
+    try:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest))
+    except (MlflowException, OSError) as error:
+        raise LookupError(f"train.warm_start={ref}: version {version.version} has no ranker weights ({uri})") from error
+    return str(version.version), Path(path)
 
 
 def _champion_version(client: Any, name: str) -> str | None:

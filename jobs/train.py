@@ -7,6 +7,7 @@ The launcher writes the exact configuration the workers use to the run directory
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,30 +17,44 @@ from jobs.config import PctrConfig
 from jobs.io import Stats, read_json, write_stats, write_text_atomic
 from jobs.layout import Layout
 
+# Keras weights of the trained ranker, registered with the model so a later run can warm start from them.
+RANKER_WEIGHTS = "ranker.weights.h5"
+CHECKPOINTS = "checkpoints"
+
 
 def ranker_dir(cfg: PctrConfig, ds: str) -> Path:
     return Layout(cfg.home).run_dir(ds) / "ranker"
 
 
-def horovod_command(cfg: PctrConfig, config_path: Path, ds: str) -> list[str]:
+def horovod_command(cfg: PctrConfig, config_path: Path, ds: str, init_weights: Path | None = None) -> list[str]:
     n = cfg.train.num_proc
     launcher = Path(sys.executable).with_name(cfg.train.horovodrun)
     return [
         str(launcher if launcher.exists() else cfg.train.horovodrun),
         "-np", str(n), "-H", f"localhost:{n}", "--gloo",
         sys.executable, "-m", "jobs.train_worker", "--config", str(config_path), "--ds", ds,
+        *(["--init-weights", str(init_weights)] if init_weights else []),
     ]  # fmt: skip
 
 
 def run(cfg: PctrConfig, ds: str) -> Stats:
-    """Train the DeepFM ranker and the logistic-regression baseline on the train split of ds."""
+    """Train the DeepFM ranker and the logistic-regression baseline on the train split of ds.
+
+    An interrupted run (a crash, a killed task that Airflow retries) resumes from the checkpoint of
+    its last finished epoch; the checkpoints are removed once the run succeeds.
+    """
     started = time.time()
     out = ranker_dir(cfg, ds)
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.json"
     write_text_atomic(config_path, cfg.model_dump_json(indent=2))
+    warm_start = None
+    if cfg.train.warm_start is not None:
+        from jobs.register import download_ranker_weights
 
-    command = horovod_command(cfg, config_path, ds)
+        warm_start = download_ranker_weights(cfg, cfg.train.warm_start, out / "warm_start")
+
+    command = horovod_command(cfg, config_path, ds, warm_start[1] if warm_start else None)
     log_path = out / "train.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     with open(log_path, "w") as log:
@@ -48,10 +63,12 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         tail = log_path.read_text().strip().splitlines()[-15:]
         raise RuntimeError(f"horovodrun exited {proc.returncode}; last lines of {log_path}:\n" + "\n".join(tail))
     result = read_json(out / "result.json")
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     stats_out: Stats = {
         "stage": "train",
         "ds": ds,
         "num_proc": cfg.train.num_proc,
+        "warm_start_version": warm_start[0] if warm_start else None,
         "command": " ".join(command),
         **result,
         "log": str(log_path),

@@ -1,26 +1,39 @@
 """One Horovod rank of the ranker training (started by ``jobs.train`` through horovodrun).
 
 Each rank reads its own share of the train split's Parquet shards; gradients are averaged with
-Horovod (Gloo); rank 0 exports the SavedModels and writes ``result.json``. The logistic-regression
-baseline is small and trained by rank 0 alone after the ranker.
+Horovod (Gloo); rank 0 checkpoints every epoch, exports the SavedModels and the Keras weights and
+writes ``result.json``. The logistic-regression baseline is small and trained by rank 0 alone after
+the ranker.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import time
 from pathlib import Path
 
 from jobs.config import PctrConfig
 from jobs.io import write_json_atomic
 from jobs.layout import Layout
+from jobs.train import CHECKPOINTS, RANKER_WEIGHTS
 from jobs.training_set import load_feature_stats, load_split
+
+
+def run_key(config_path: Path, training_set_stats: Path, init_weights: Path | None) -> str:
+    """What makes two runs the same: configuration, training set (its stats change on every rebuild), start weights."""
+    digest = hashlib.sha256()
+    for path in (config_path, training_set_stats, init_weights):
+        digest.update(path.read_bytes() if path is not None else b"-")
+    return digest.hexdigest()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--ds", required=True)
+    parser.add_argument("--init-weights", type=Path, help="Keras weights to start from (warm start)")
     args = parser.parse_args()
     cfg = PctrConfig.model_validate_json(args.config.read_text())
 
@@ -33,7 +46,7 @@ def main() -> None:
     from models.export import export_saved_model
     from models.features import FEATURES
     from models.inputs import make_dataset
-    from models.training import train
+    from models.training import Checkpoints, train, validation_logloss
 
     hvd.init()
     keras.utils.set_random_seed(cfg.train.seed + hvd.rank())
@@ -52,12 +65,29 @@ def main() -> None:
     log = print if hvd.rank() == 0 else (lambda *a, **k: None)
     started = time.time()
     model = build_deepfm(FEATURES, stats, cfg.train)
-    history = train(model, train_ds, val_ds, cfg.train, hvd=hvd, log=log)
+    warm_start_val_logloss = None
+    if args.init_weights is not None:
+        try:
+            model.load_weights(args.init_weights)
+        except ValueError as error:
+            raise SystemExit(
+                f"cannot warm start from {args.init_weights}: {error} (did hash_buckets, embedding_dim, "
+                "hidden_units or the feature spec change since that version?)"
+            ) from error
+        # how good the starting point already is on this run's validation day
+        warm_start_val_logloss = validation_logloss(model, val_ds)
+        log(f"warm start from {args.init_weights}: val_logloss {warm_start_val_logloss:.5f}")
+    key = run_key(args.config, layout.training_set(args.ds) / "_stats.json", args.init_weights)
+    checkpoints = Checkpoints(out / CHECKPOINTS, key)
+    history = train(model, train_ds, val_ds, cfg.train, hvd=hvd, log=log, checkpoints=checkpoints)
     ranker_seconds = time.time() - started
     if hvd.rank() != 0:
         return
 
     export_saved_model(model, out / "saved_model")
+    partial = out / f"partial.{RANKER_WEIGHTS}"  # Keras insists on the .weights.h5 suffix
+    model.save_weights(partial)
+    os.replace(partial, out / RANKER_WEIGHTS)
     started_baseline = time.time()
     baseline = build_logistic(FEATURES, stats, cfg.train)
     train(baseline, train_ds, val_ds, cfg.train, hvd=None, log=log)
@@ -66,6 +96,7 @@ def main() -> None:
         out / "result.json",
         {
             "history": history,
+            "warm_start_val_logloss": warm_start_val_logloss,
             "params": model.count_params(),
             "ranker_seconds": round(ranker_seconds, 2),
             "baseline_seconds": round(time.time() - started_baseline, 2),

@@ -11,9 +11,13 @@ Every worker must see the same number of training batches per epoch (shard, then
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -36,6 +40,7 @@ def train(
     *,
     epochs: int | None = None,
     steps_per_epoch: int | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` (sigmoid output) with Adam on binary cross-entropy; return the history.
 
@@ -45,7 +50,9 @@ def train(
     optimizer is built up front so that its state exists by then). Stops early when the validation
     log loss, averaged over all workers so that every worker takes the same decision, has not
     improved for ``early_stopping_patience`` epochs, and restores the best epoch's weights.
-    ``epochs`` overrides ``cfg_train.epochs`` (e.g. with ``retrieval_epochs``).
+    ``epochs`` overrides ``cfg_train.epochs`` (e.g. with ``retrieval_epochs``). With ``checkpoints``
+    the chief saves the training state after every epoch and a run that finds a state of the same
+    key resumes after its last epoch (every worker reads it; rank 0's copy is broadcast anyway).
 
     History: per-epoch ``loss`` (rank-local), ``val_logloss``, ``examples_per_sec`` (all workers),
     and ``best_epoch`` (1-based), ``best_val_logloss``, ``epochs_run``.
@@ -55,16 +62,24 @@ def train(
     is_chief = hvd is None or hvd.rank() == 0
     optimizer = keras.optimizers.Adam(learning_rate=cfg_train.learning_rate * size)
     optimizer.build(model.trainable_variables)
+    history: dict[str, Any] = {"loss": [], "val_logloss": [], "examples_per_sec": []}
+    best_loss, best_epoch, best_weights = math.inf, 0, model.get_weights()
+    resumed = checkpoints.restore(model, optimizer) if checkpoints is not None else None
+    if resumed is not None:
+        history, best_epoch, best_loss, best_weights = resumed
+        if is_chief:
+            log(f"resuming after epoch {len(history['loss'])} from {checkpoints.directory}")
     if hvd is not None:
         hvd.broadcast_variables([v.value for v in model.variables + optimizer.variables], root_rank=0)
 
     train_step = _make_train_step(model, optimizer, hvd)
     val_step = _make_val_step(model)
-    history: dict[str, Any] = {"loss": [], "val_logloss": [], "examples_per_sec": []}
-    best_loss, best_epoch, best_weights = math.inf, 0, model.get_weights()
     n_epochs = cfg_train.epochs if epochs is None else epochs
+    patience = cfg_train.early_stopping_patience
 
-    for epoch in range(1, n_epochs + 1):
+    for epoch in range(len(history["loss"]) + 1, n_epochs + 1):
+        if epoch - 1 - best_epoch >= patience:  # a resumed run that had already decided to stop
+            break
         loss_sum, examples, start = 0.0, 0, time.perf_counter()
         batches = train_ds if steps_per_epoch is None else train_ds.take(steps_per_epoch)
         for step, (features, labels) in enumerate(batches, start=1):
@@ -88,7 +103,9 @@ def train(
             )
         if val_loss < best_loss:
             best_loss, best_epoch, best_weights = val_loss, epoch, model.get_weights()
-        elif epoch - best_epoch >= cfg_train.early_stopping_patience:
+        if checkpoints is not None and is_chief:
+            checkpoints.save(model, optimizer, history, best_epoch, best_loss, best_weights)
+        if epoch - best_epoch >= patience:
             if is_chief:
                 log(f"early stopping after epoch {epoch}; restoring epoch {best_epoch}")
             break
@@ -110,6 +127,8 @@ def _make_train_step(
         labels = tf.reshape(tf.cast(labels, tf.float32), (-1, 1))
         with tf.GradientTape() as tape:
             loss = loss_fn(labels, model(features, training=True))
+            if model.losses:  # regularisers; the reported loss includes them
+                loss += tf.add_n(model.losses)
         grads = tape.gradient(loss, [v.value for v in trainable])
         if hvd is not None:
             # Embedding gradients are IndexedSlices; Horovod allgathers those instead of densifying.
@@ -130,6 +149,11 @@ def _make_val_step(model: keras.Model) -> Callable[[dict[str, tf.Tensor], tf.Ten
     return step
 
 
+def validation_logloss(model: keras.Model, val_ds: tf.data.Dataset, hvd: Any = None) -> float:
+    """Log loss of ``model`` on ``val_ds`` (summed over all Horovod workers' shards when ``hvd`` is given)."""
+    return _val_logloss(val_ds, _make_val_step(model), hvd)
+
+
 def _val_logloss(
     val_ds: tf.data.Dataset, val_step: Callable[[dict[str, tf.Tensor], tf.Tensor], tf.Tensor], hvd: Any
 ) -> float:
@@ -141,3 +165,61 @@ def _val_logloss(
     if total[1] == 0:
         raise ValueError("val_ds yielded no examples")
     return float(total[0] / total[1])
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """The resumable state of one training run: ``state.json`` names the latest ``epoch-NNN.npz``.
+
+    The npz holds the model weights, the optimizer's variables (Adam's moments and step count) and the
+    best epoch's weights; the JSON, written last and atomically, is what makes an epoch's state count.
+    ``key`` identifies the run (configuration and data): a state with another key is ignored, so a
+    rerun on new data or settings never resumes from a stale one.
+    """
+
+    directory: Path
+    key: str
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / "state.json"
+
+    def save(
+        self, model: keras.Model, optimizer: keras.optimizers.Optimizer, history: dict[str, Any], best_epoch: int,
+        best_loss: float, best_weights: list[np.ndarray],
+    ) -> None:  # fmt: skip
+        self.directory.mkdir(parents=True, exist_ok=True)
+        epoch = len(history["loss"])
+        arrays = {
+            **{f"model_{i}": w for i, w in enumerate(model.get_weights())},
+            **{f"optimizer_{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)},
+            **{f"best_{i}": w for i, w in enumerate(best_weights)},
+        }
+        name = f"epoch-{epoch:03d}.npz"
+        tmp = self.directory / f".{name}.tmp"
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, self.directory / name)
+        state = {"key": self.key, "file": name, "history": history, "best_epoch": best_epoch, "best_loss": best_loss}
+        tmp = self.directory / ".state.json.tmp"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_path)
+        for old in self.directory.glob("epoch-*.npz"):
+            if old.name != name:
+                old.unlink()
+
+    def restore(
+        self, model: keras.Model, optimizer: keras.optimizers.Optimizer
+    ) -> tuple[dict[str, Any], int, float, list[np.ndarray]] | None:
+        """Load the saved state into ``model`` and ``optimizer``; None (and nothing loaded) if there is none."""
+        if not self.state_path.exists():
+            return None
+        state = json.loads(self.state_path.read_text())
+        if state["key"] != self.key:
+            return None
+        with np.load(self.directory / state["file"]) as saved:
+            model.set_weights([saved[f"model_{i}"] for i in range(len(model.weights))])
+            for i, variable in enumerate(optimizer.variables):
+                variable.assign(saved[f"optimizer_{i}"])
+            best_weights = [saved[f"best_{i}"] for i in range(len(model.weights))]
+        return state["history"], state["best_epoch"], state["best_loss"], best_weights

@@ -22,7 +22,7 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Info, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, model_validator
 
 from jobs.config import PctrConfig
 from jobs.layout import Layout
@@ -55,6 +55,9 @@ class RankRequest(BaseModel):
     context: Context = Field(default_factory=Context)  # type: ignore[valid-type]
     slots: int = Field(ge=1)
     request_id: str | None = None
+    # When the ad request was made (timezone required); the server's clock if absent. Replays and
+    # simulated worlds set it: it decides the ``hour`` feature, the frequency-cap day and the served-log day.
+    request_time: AwareDatetime | None = None
 
 
 def _instance_field(dtype: str) -> Any:
@@ -217,7 +220,9 @@ def create_app(cfg: PctrConfig) -> FastAPI:
     def rank(body: RankRequest) -> dict[str, Any]:
         if body.slots > cfg.join.max_position:
             raise HTTPException(422, detail=f"slots must be <= {cfg.join.max_position}, got {body.slots}")
-        result = engines.live().rank(body.user_id, body.context.model_dump(), body.slots, body.request_id)
+        result = engines.live().rank(
+            body.user_id, body.context.model_dump(), body.slots, body.request_id, body.request_time
+        )
         for phase, ms in result["timings_ms"].items():
             metrics.phases.labels(phase).observe(ms / 1000.0)
         return result

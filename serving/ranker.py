@@ -243,9 +243,12 @@ class RankingEngine:
         return columns
 
     def rank(
-        self, user_id: str, context: Mapping[str, Any], slots: int, request_id: str | None = None
-    ) -> dict[str, Any]:
+        self, user_id: str, context: Mapping[str, Any], slots: int, request_id: str | None = None,
+        request_time: dt.datetime | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         """Rank ads for ``slots`` slots; logs and counts the impressions it returns.
+
+        ``request_time`` (timezone-aware; default now) is when the request was made.
 
         With probability ``exploration_epsilon`` a random new ad (fewer impressions than the CTR
         prior) joins the candidates and, if the rules allow, takes the last slot at the reserve.
@@ -253,7 +256,7 @@ class RankingEngine:
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
         request_id = request_id or uuid.uuid4().hex
-        now = dt.datetime.now(dt.UTC)
+        now = dt.datetime.now(dt.UTC) if request_time is None else request_time.astimezone(dt.UTC)
         timings: dict[str, float] = {}
         started = last = time.perf_counter()
 

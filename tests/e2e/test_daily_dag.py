@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -13,20 +14,22 @@ from jobs.pipeline import DAILY_STAGES
 pytestmark = pytest.mark.e2e
 
 
+# small and fast, but every engine is real: Spark, GX, Feast, horovodrun -np 2, MLflow, FAISS, Airflow
+DEMO_ENV = {
+    "PCTR_TRAIN__HISTORY_DAYS": "2",
+    "PCTR_TRAIN__EPOCHS": "2",
+    "PCTR_TRAIN__HASH_BUCKETS": "5000",
+    "PCTR_TRAIN__BATCH_SIZE": "256",
+    "PCTR_SERVING__PORT": "18501",
+    "PCTR_JOIN__NEG_RATE": "0.3",
+}
+
+
 @pytest.fixture(scope="module")
 def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("pctr-e2e")
     with pytest.MonkeyPatch.context() as mp:
-        # small and fast, but every engine is real: Spark, GX, Feast, horovodrun -np 2, MLflow, FAISS, Airflow
-        for key, value in {
-            "PCTR_HOME": str(home),
-            "PCTR_TRAIN__HISTORY_DAYS": "2",
-            "PCTR_TRAIN__EPOCHS": "2",
-            "PCTR_TRAIN__HASH_BUCKETS": "5000",
-            "PCTR_TRAIN__BATCH_SIZE": "256",
-            "PCTR_SERVING__PORT": "18501",
-            "PCTR_JOIN__NEG_RATE": "0.3",
-        }.items():
+        for key, value in {"PCTR_HOME": str(home), **DEMO_ENV}.items():
             mp.setenv(key, value)
         from jobs import demo
 
@@ -77,6 +80,29 @@ def test_the_service_ranked_ads_for_known_and_new_users(demo_home: Path) -> None
 
 
 def test_served_batch_features_match_the_offline_store(demo_home: Path) -> None:
-    skew = read_json(demo_home / "demo" / "summary.json")["skew"]
+    summary = read_json(demo_home / "demo" / "summary.json")
+    skew = summary["skew"]
+    # the demo serves the day after the one it closed, on the simulated clock
+    assert skew["served_day"] == (dt.date.fromisoformat(summary["ds"]) + dt.timedelta(days=1)).isoformat()
     assert skew["rows_compared"] == 9  # three users x three slots
     assert skew["max_batch_mismatch_rate"] == 0.0
+
+
+def test_a_rerun_warm_started_from_the_champion_starts_from_its_weights(
+    demo_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Last on purpose: it retrains the closed day in place (what clearing the Airflow task would do)."""
+    from jobs import train
+
+    for key, value in {"PCTR_HOME": str(demo_home), **DEMO_ENV, "PCTR_TRAIN__WARM_START": "champion"}.items():
+        monkeypatch.setenv(key, value)
+    cfg = load_config()
+    summary = read_json(demo_home / "demo" / "summary.json")
+    champion_run = read_json(train.ranker_dir(cfg, summary["ds"]) / "_stats.json")
+    assert champion_run["warm_start_version"] is None
+
+    rerun = train.run(cfg, summary["ds"])
+    assert rerun["warm_start_version"] == summary["champion"]
+    # same weights, same validation day: the starting loss is the champion's best
+    assert rerun["warm_start_val_logloss"] == pytest.approx(champion_run["history"]["best_val_logloss"], rel=1e-5)
+    assert not (train.ranker_dir(cfg, summary["ds"]) / train.CHECKPOINTS).exists()

@@ -104,6 +104,17 @@ def test_served_impressions_are_logged_with_every_feature(live):
     assert len({r["impression_id"] for r in lines}) == len(lines)
 
 
+def test_a_request_time_decides_the_hour_and_the_served_log_day(live):
+    result = rank(live, "u1", request_id="req-replayed", request_time="2026-11-07T21:30:00+02:00")
+    day = Layout(live.cfg.home).served_log / "dt=2026-11-07"
+    logged = [json.loads(line) for path in day.glob("*.jsonl") for line in path.read_text().splitlines()]
+    logged = [r for r in logged if r["request_id"] == "req-replayed"]
+    assert len(logged) == len(result["ads"]) > 0
+    assert {(r["ts"], r["served_features"]["hour"]) for r in logged} == {("2026-11-07T19:30:00.000Z", 19)}
+    naive = live.client.post("/v1/rank", json={"user_id": "u1", "slots": 1, "request_time": "2026-11-07T10:00:00"})
+    assert naive.status_code == 422
+
+
 def test_each_candidate_is_scored_with_its_users_category_features(live, pair_table):
     """Served pair features are Feast's for (user, the ad's category); absent pairs get the spec defaults."""
     engine = live.client.app.state.engines.live()
@@ -121,11 +132,17 @@ def test_each_candidate_is_scored_with_its_users_category_features(live, pair_ta
 
 
 def test_metrics_count_requests_and_time_each_phase(live):
+    def rejected() -> float:
+        line = 'pctr_requests_total{endpoint="/v1/rank",status="422"} '
+        found = [row for row in live.client.get("/metrics").text.splitlines() if row.startswith(line)]
+        return float(found[0].removeprefix(line)) if found else 0.0
+
     rank(live, "u3")
+    before = rejected()
     assert live.client.post("/v1/rank", json={"user_id": "u3"}).status_code == 422
+    assert rejected() == before + 1
     text = live.client.get("/metrics").text
     assert 'pctr_requests_total{endpoint="/v1/rank",status="200"}' in text
-    assert 'pctr_requests_total{endpoint="/v1/rank",status="422"} 1.0' in text
     assert 'pctr_request_seconds_count{endpoint="/v1/rank"}' in text
     for phase in (*PHASES, "total"):
         assert f'pctr_rank_phase_seconds_count{{phase="{phase}"}}' in text

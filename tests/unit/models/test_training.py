@@ -1,3 +1,6 @@
+import json
+
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -6,7 +9,7 @@ from models.deepfm import build_deepfm
 from models.features import FEATURES
 from models.inputs import compute_feature_stats, make_dataset, to_tensors
 from models.metrics import auc, logloss
-from models.training import train
+from models.training import Checkpoints, train
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +102,49 @@ def test_horovod_path_broadcasts_underlying_variables_and_averages_gradients(dat
     assert len(hvd.broadcast) > len(model.variables)  # optimizer state too
     assert hvd.ops.count("sum") == 1  # the validation loss, once per epoch
     assert hvd.ops.count("average") == len(model.trainable_variables)  # traced once
+
+
+def test_an_interrupted_run_resumes_after_its_last_checkpointed_epoch(data, cfg, tmp_path):
+    frames, labels, stats = data
+    cfg = cfg.model_copy(update={"early_stopping_patience": 5})
+    datasets = (
+        make_dataset(frames["train"], labels["train"], cfg.batch_size, shuffle_seed=cfg.seed),
+        make_dataset(frames["val"], labels["val"], 256),
+    )
+    checkpoints = Checkpoints(tmp_path / "checkpoints", key="run-a")
+    model = build_deepfm(FEATURES, stats, cfg)
+    first = train(model, *datasets, cfg, log=lambda _: None, epochs=2, checkpoints=checkpoints)
+    assert [p.name for p in checkpoints.directory.glob("*.npz")] == ["epoch-002.npz"]
+
+    # a new process: fresh model and optimizer, same run key
+    model, lines = build_deepfm(FEATURES, stats, cfg), []
+    resumed = train(model, *datasets, cfg, log=lines.append, epochs=3, checkpoints=checkpoints)
+    assert lines[0].startswith("resuming after epoch 2")
+    assert resumed["epochs_run"] == 3 and resumed["val_logloss"][:2] == first["val_logloss"]
+    assert sum("/3 loss" in line for line in lines) == 1  # only epoch 3 was trained
+    assert json.loads(checkpoints.state_path.read_text())["history"]["val_logloss"] == resumed["val_logloss"]
+
+    other = train(
+        build_deepfm(FEATURES, stats, cfg), *datasets, cfg, log=lambda _: None, epochs=1,
+        checkpoints=Checkpoints(checkpoints.directory, key="run-b"),
+    )  # fmt: skip
+    assert other["epochs_run"] == 1  # another key's state is ignored, not resumed
+
+
+def test_resuming_restores_the_optimizer_state(data, cfg, tmp_path):
+    frames, labels, stats = data
+    datasets = (
+        make_dataset(frames["train"], labels["train"], cfg.batch_size),
+        make_dataset(frames["val"], labels["val"], 256),
+    )
+    checkpoints = Checkpoints(tmp_path, key="k")
+    model = build_deepfm(FEATURES, stats, cfg)
+    train(model, *datasets, cfg, log=lambda _: None, epochs=1, checkpoints=checkpoints)
+    restored = build_deepfm(FEATURES, stats, cfg)
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(restored.trainable_variables)
+    assert checkpoints.restore(restored, optimizer) is not None
+    steps = -(-len(frames["train"]) // cfg.batch_size)
+    assert int(optimizer.iterations.numpy()) == steps
+    for saved, loaded in zip(model.get_weights(), restored.get_weights(), strict=True):
+        np.testing.assert_array_equal(saved, loaded)

@@ -12,12 +12,12 @@ from datetime import timedelta
 from feast import Entity, FeatureService, FeatureView, Field, FileSource
 from feast.data_format import ParquetFormat
 from feast.data_source import DataSource
-from feast.types import Float32, Int64, String
+from feast.types import Float32, Float64, Int64, String
 from feast.value_type import ValueType
 
 from models.features import ENTITIES, FEAST_ENTITIES, FEATURE_SERVICES, batch_features
 
-FEAST_TYPES = {"string": String, "int64": Int64, "float32": Float32}
+FEAST_TYPES = {"string": String, "int64": Int64, "float32": Float32, "float64": Float64}
 
 
 def view_name(entity: str) -> str:

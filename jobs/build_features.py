@@ -125,6 +125,7 @@ def _entity_frames(spark: SparkSession, layout: Layout, ds: str, ads: DataFrame)
             "ad_id",
             F.col("category").alias("ad_category"),
             F.col("creative_type").alias("ad_creative_type"),
+            F.col("bid").alias("ad_bid"),
             ((F.lit(end).cast("double") - F.col("launch_ts").cast("double")) / SECONDS_PER_DAY).alias("ad_age_days"),
         ),
         "advertiser": ads.select("advertiser_id").distinct(),
@@ -157,7 +158,7 @@ def _finalise(frame: DataFrame, entity: Entity, ds: str) -> DataFrame:
     """Select the spec's columns in spec order, fill the spec's defaults, cast to the spec's types."""
     from pyspark.sql import functions as F
 
-    spark_types = {"string": "string", "int64": "bigint", "float32": "float"}
+    spark_types = {"string": "string", "int64": "bigint", "float32": "float", "float64": "double"}
     cols = [F.col(key) for key in ENTITIES[entity].keys]
     for feature in batch_features(entity):
         value = F.coalesce(F.col(feature.name), F.lit(feature.default))

@@ -44,7 +44,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     """Log params, metrics, plots and the ranker to MLflow; register it; move ``champion`` if the gate passed."""
     import mlflow
 
-    from models.features import FEATURES
+    from models.features import MODEL_FEATURES
     from serving.pyfunc import RankerPyfunc
 
     started = time.time()
@@ -76,7 +76,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
             # explicit requirements: inferring them would load TensorFlow in a subprocess
             pip_requirements=["pctr", "tensorflow-cpu==2.21.0"],
             registered_model_name=cfg.model_name,
-            metadata={"features": [f.name for f in FEATURES], "ds": ds},
+            metadata={"features": [f.name for f in MODEL_FEATURES], "ds": ds},
         )
         run_id = active.info.run_id
     version = str(info.registered_model_version)

@@ -20,7 +20,7 @@ from jobs.layout import Layout
 from jobs.training_set import load_feature_stats, load_split
 from models.features import ENTITIES, batch_features
 
-AD_TABLE_COLUMNS = ("ad_id", "advertiser_id", "campaign_id", "bid")
+AD_TABLE_COLUMNS = ("ad_id", "advertiser_id", "campaign_id")
 
 
 def retrieval_dir(cfg: PctrConfig, ds: str) -> Path:

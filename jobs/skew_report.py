@@ -127,7 +127,7 @@ def expected_values(cfg: PctrConfig, log: pd.DataFrame, offline: pd.DataFrame) -
             expected[f.name] = cfg.serving.default_position
         else:
             expected[f.name] = log[f.name] if f.name in log else None
-    return fill_defaults(expected)
+    return fill_defaults(expected, FEATURES)
 
 
 def _matches(feature: Feature, served: pd.Series, expected: pd.Series) -> np.ndarray:

@@ -44,7 +44,7 @@ def main() -> None:
     from models.baseline import build_logistic
     from models.deepfm import build_deepfm
     from models.export import export_saved_model
-    from models.features import FEATURES
+    from models.features import MODEL_FEATURES
     from models.inputs import make_dataset
     from models.training import Checkpoints, train, validation_logloss
 
@@ -64,7 +64,7 @@ def main() -> None:
 
     log = print if hvd.rank() == 0 else (lambda *a, **k: None)
     started = time.time()
-    model = build_deepfm(FEATURES, stats, cfg.train)
+    model = build_deepfm(MODEL_FEATURES, stats, cfg.train)
     warm_start_val_logloss = None
     if args.init_weights is not None:
         try:
@@ -89,7 +89,7 @@ def main() -> None:
     model.save_weights(partial)
     os.replace(partial, out / RANKER_WEIGHTS)
     started_baseline = time.time()
-    baseline = build_logistic(FEATURES, stats, cfg.train)
+    baseline = build_logistic(MODEL_FEATURES, stats, cfg.train)
     train(baseline, train_ds, val_ds, cfg.train, hvd=None, log=log)
     export_saved_model(baseline, out / "baseline_saved_model")
     write_json_atomic(

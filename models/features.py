@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal["request", "batch"]
-Dtype = Literal["string", "int64", "float32"]
+Dtype = Literal["string", "int64", "float32", "float64"]
 Transform = Literal["hash", "log_norm", "norm"]
 Entity = Literal["user", "ad", "advertiser", "user_category"]
 
@@ -70,6 +70,7 @@ class Feature:
     transform: what the model does to it: ``hash`` to an embedding bucket, ``log_norm`` =
     standardised log1p, ``norm`` = standardised value.
     tower: which retrieval tower uses it (``user`` / ``ad``), or None.
+    model_input: False for a feature that Spark, Feast and the service carry but no model takes.
     """
 
     name: str
@@ -80,6 +81,7 @@ class Feature:
     default: str | int | float
     entity: Entity | None = None
     tower: Literal["user", "ad"] | None = None
+    model_input: bool = True
 
     @property
     def categorical(self) -> bool:
@@ -113,6 +115,10 @@ def _build() -> tuple[Feature, ...]:
         Feature("ad_category", "batch", "string", "hash", "ads.category", "unknown", "ad", "ad"),
         Feature("ad_creative_type", "batch", "string", "hash", "ads.creative_type", "unknown", "ad", "ad"),
         Feature("ad_age_days", "batch", "float32", "log_norm", "ads.launch_ts", 0.0, "ad", "ad"),
+        # The auction's bid, from the same feature files and store as everything else the service
+        # uses. Never a pCTR input: a click estimate that moves with the bid would let an
+        # advertiser buy a better estimate of its own ad, and GSP prices assume pCTR ignores bids.
+        Feature("ad_bid", "batch", "float64", "log_norm", "ads.bid", 0.0, "ad", model_input=False),  # money
     ]
     return tuple(
         request
@@ -126,6 +132,8 @@ def _build() -> tuple[Feature, ...]:
 
 FEATURES: tuple[Feature, ...] = _build()
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
+# What the ranker and the baseline take, in spec order: the SavedModel's signature.
+MODEL_FEATURES: tuple[Feature, ...] = tuple(f for f in FEATURES if f.model_input)
 
 
 def request_features() -> list[Feature]:
@@ -137,11 +145,12 @@ def batch_features(entity: Entity | None = None) -> list[Feature]:
 
 
 def tower_features(tower: Literal["user", "ad"]) -> list[Feature]:
-    return [f for f in FEATURES if f.tower == tower]
+    return [f for f in MODEL_FEATURES if f.tower == tower]
 
 
 def numeric_features() -> list[Feature]:
-    return [f for f in FEATURES if not f.categorical]
+    """The model inputs that are standardised (and so need training statistics)."""
+    return [f for f in MODEL_FEATURES if not f.categorical]
 
 
 # Feast feature services: the versioned feature sets each model is trained and served with.

@@ -17,10 +17,10 @@ import pandas as pd
 import tensorflow as tf
 from keras import ops
 
-from models.features import FEATURES, Feature
+from models.features import MODEL_FEATURES, Feature
 
-_TF_DTYPES = {"string": tf.string, "int64": tf.int64, "float32": tf.float32}
-_NP_DTYPES = {"int64": np.int64, "float32": np.float32}
+_TF_DTYPES = {"string": tf.string, "int64": tf.int64, "float32": tf.float32, "float64": tf.float64}
+_NP_DTYPES = {"int64": np.int64, "float32": np.float32, "float64": np.float64}
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,9 @@ def _log1p_clipped(values: np.ndarray) -> np.ndarray:
     return np.log1p(np.maximum(values, 0.0))
 
 
-def compute_feature_stats(columns: Mapping[str, np.ndarray], features: Sequence[Feature] = FEATURES) -> FeatureStats:
+def compute_feature_stats(
+    columns: Mapping[str, np.ndarray], features: Sequence[Feature] = MODEL_FEATURES
+) -> FeatureStats:
     """Standardisation statistics of the numeric ``features`` from (default-filled) training columns.
 
     Raises on non-finite values: a NaN here would silently poison every prediction of the model.
@@ -63,7 +65,7 @@ def compute_feature_stats(columns: Mapping[str, np.ndarray], features: Sequence[
     return FeatureStats(mean=mean, variance=variance)
 
 
-def fill_defaults(frame: pd.DataFrame, features: Sequence[Feature] = FEATURES) -> pd.DataFrame:
+def fill_defaults(frame: pd.DataFrame, features: Sequence[Feature] = MODEL_FEATURES) -> pd.DataFrame:
     """Copy of ``frame`` with nulls in the spec's columns replaced by spec defaults, cast to spec dtypes.
 
     Strings become Python ``str`` in object columns (what ``tf.constant`` accepts); other columns
@@ -110,7 +112,7 @@ def _as_string(value: object) -> str:
     return str(value)
 
 
-def to_tensors(frame: pd.DataFrame, features: Sequence[Feature] = FEATURES) -> dict[str, tf.Tensor]:
+def to_tensors(frame: pd.DataFrame, features: Sequence[Feature] = MODEL_FEATURES) -> dict[str, tf.Tensor]:
     """The model's input dict, ``(n, 1)`` tensors of the spec's dtypes, from a ``fill_defaults`` frame."""
     return {f.name: tf.constant(frame[f.name].to_numpy().reshape(-1, 1), dtype=_TF_DTYPES[f.dtype]) for f in features}
 
@@ -119,7 +121,7 @@ def make_dataset(
     frame: pd.DataFrame,
     labels: np.ndarray,
     batch_size: int,
-    features: Sequence[Feature] = FEATURES,
+    features: Sequence[Feature] = MODEL_FEATURES,
     shuffle_seed: int | None = None,
 ) -> tf.data.Dataset:
     """Batched ``(features dict, label)`` dataset from a ``fill_defaults`` frame; shuffled if seeded."""

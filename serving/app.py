@@ -26,7 +26,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, 
 
 from jobs.config import PctrConfig
 from jobs.layout import Layout
-from models.features import FEATURES
+from models.features import MODEL_FEATURES
 from serving.auction import FrequencyCap
 from serving.bundle import current_bundle_dir
 from serving.ranker import CONTEXT, MODEL_NAME, RankingEngine
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 RETRY_SECONDS = 5.0
 PREDICT_PATH = f"/v1/models/{MODEL_NAME}:predict"
-_PY_TYPES: dict[str, Any] = {"string": str | int, "int64": int, "float32": float}
+_PY_TYPES: dict[str, Any] = {"string": str | int, "int64": int, "float32": float, "float64": float}
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 Context = create_model(
@@ -69,7 +69,7 @@ def _instance_field(dtype: str) -> Any:
 Instance = create_model(
     "Instance",
     __config__=ConfigDict(extra="forbid"),
-    **{f.name: _instance_field(f.dtype) for f in FEATURES},  # type: ignore[call-overload]
+    **{f.name: _instance_field(f.dtype) for f in MODEL_FEATURES},  # type: ignore[call-overload]
 )
 
 

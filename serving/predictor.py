@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from models.calibration import Calibrator
-from models.features import FEATURES
+from models.features import MODEL_FEATURES
 
 SCORE_CHUNK = 16_384
 
@@ -29,10 +29,10 @@ class Predictor:
 
     def raw_scores(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """Model outputs q (downsampled odds) for rows given as spec-named columns with defaults filled."""
-        n = len(columns[FEATURES[0].name])
+        n = len(columns[MODEL_FEATURES[0].name])
         out = np.empty(n, dtype=np.float64)
         for lo in range(0, n, SCORE_CHUNK):
-            chunk = {f.name: np.asarray(columns[f.name])[lo : lo + SCORE_CHUNK] for f in FEATURES}
+            chunk = {f.name: np.asarray(columns[f.name])[lo : lo + SCORE_CHUNK] for f in MODEL_FEATURES}
             out[lo : lo + SCORE_CHUNK] = self._score(chunk)
         return out
 

@@ -28,6 +28,7 @@ from models.features import (
     CATEGORY_KEY,
     CTR_PRIOR_IMPRESSIONS,
     FEATURES,
+    MODEL_FEATURES,
     batch_features,
     request_features,
 )
@@ -40,8 +41,10 @@ if TYPE_CHECKING:
     from models.calibration import Calibrator
 
 MODEL_NAME = "pctr"  # the model's name in the TF Serving REST API
-FEATURE_NAMES = tuple(f.name for f in FEATURES)
-# Ranker inputs that differ per candidate, read from the ads table; every other input is per request.
+FEATURE_NAMES = tuple(f.name for f in FEATURES)  # what the served log records: the model inputs and the bid
+INPUT_NAMES = tuple(f.name for f in MODEL_FEATURES)  # the SavedModel's signature
+BID = "ad_bid"
+# Per-candidate values read from the ads table: the ad-side ranker inputs and the bid; the rest is per request.
 AD_SIDE = ("ad_id", "advertiser_id", *(f.name for e in ("ad", "advertiser") for f in batch_features(e)))  # type: ignore[arg-type]
 USER_BATCH = tuple(batch_features("user"))
 # Per candidate too, but from Feast: the (user, category) statistics of the candidate's category.
@@ -50,7 +53,7 @@ PAIR_BATCH = tuple(batch_features("user_category"))
 SERVER_SIDE = ("position", "hour")
 # Whatever other request feature the spec declares comes with the request's context.
 CONTEXT = tuple(f for f in request_features() if f.name not in {"user_id", *AD_SIDE, *SERVER_SIDE})
-_NP_DTYPES: dict[str, Any] = {"string": object, "int64": np.int64, "float32": np.float32}
+_NP_DTYPES: dict[str, Any] = {"string": object, "int64": np.int64, "float32": np.float32, "float64": np.float64}
 
 
 class Scorer(Protocol):
@@ -75,9 +78,9 @@ class RemoteRanker:
         self._client = httpx.Client(timeout=timeout_s)
 
     def predict(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        values = {name: np.asarray(columns[name]).tolist() for name in FEATURE_NAMES}
-        n = len(values[FEATURE_NAMES[0]])
-        instances = [{name: [values[name][i]] for name in FEATURE_NAMES} for i in range(n)]
+        values = {name: np.asarray(columns[name]).tolist() for name in INPUT_NAMES}
+        n = len(values[INPUT_NAMES[0]])
+        instances = [{name: [values[name][i]] for name in INPUT_NAMES} for i in range(n)]
         response = self._client.post(self.url, json={"instances": instances})
         if response.status_code != 200:
             raise RuntimeError(f"TF Serving at {self.url} answered {response.status_code}: {response.text[:500]}")
@@ -86,7 +89,7 @@ class RemoteRanker:
 
 
 def load_ads(path: Path, index_size: int) -> dict[str, np.ndarray]:
-    """The ads table as numpy columns (spec defaults filled): the ad-side ranker inputs, campaign_id and bid."""
+    """The ads table as numpy columns (spec defaults filled): ad-side features (the bid among them), campaign_id."""
     import pandas as pd
 
     from jobs.retrieval import AD_TABLE_COLUMNS
@@ -98,13 +101,12 @@ def load_ads(path: Path, index_size: int) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} lacks columns {missing}")
     if len(table) != index_size:
         raise ValueError(f"{path} has {len(table)} rows but the FAISS index {index_size}: row i must be FAISS id i")
-    bids = table["bid"].to_numpy(np.float64)
+    bids = table[BID].to_numpy(np.float64)
     if not np.all(np.isfinite(bids) & (bids >= 0)):
         raise ValueError(f"{path}: bids must be finite and >= 0")
     filled = fill_defaults(table, [BY_NAME[name] for name in AD_SIDE])
     columns = {name: filled[name].to_numpy() for name in AD_SIDE}
     columns["campaign_id"] = as_strings(table["campaign_id"].fillna("").to_numpy())
-    columns["bid"] = bids
     return columns
 
 
@@ -141,7 +143,7 @@ class RankingEngine:
         self._rng = rng
         # Ads whose smoothed CTR is still mostly the prior: what exploration is for.
         self._new_ads = np.flatnonzero(
-            (ads["ad_impressions_30d"] < CTR_PRIOR_IMPRESSIONS) & (ads["bid"] >= cfg.reserve_price)
+            (ads["ad_impressions_30d"] < CTR_PRIOR_IMPRESSIONS) & (ads[BID] >= cfg.reserve_price)
         )
 
     @classmethod
@@ -278,7 +280,7 @@ class RankingEngine:
         columns = self._columns(self._request_values(user_id, user, context, now), rows, pairs)
         pctr = self._scorer.predict(columns)
         lap("scoring")
-        bids, advertisers = self.ads["bid"][rows], columns["advertiser_id"]
+        bids, advertisers = self.ads[BID][rows], columns["advertiser_id"]
         allowed = self._frequency.allowed(user_id, columns["ad_id"], now.date())
         rules = {"reserve": self.cfg.reserve_price, "max_per_advertiser": self.cfg.max_ads_per_advertiser}
         placements = run_auction(pctr, bids, advertisers, allowed, slots=slots, **rules)
@@ -338,7 +340,7 @@ class RankingEngine:
                     "campaign_id": self.ads["campaign_id"][rows[p.index]],
                     **{f.name: features[f.name] for f in CONTEXT},
                     "position": p.slot,
-                    "bid": float(self.ads["bid"][rows[p.index]]),
+                    "bid": float(self.ads[BID][rows[p.index]]),
                     "price": p.price,
                     "explore": p.explore,
                     "model_version": self.model_version,
@@ -356,8 +358,8 @@ class RankingEngine:
 
         from models.inputs import fill_defaults
 
-        filled = fill_defaults(pd.DataFrame.from_records(list(instances), columns=list(FEATURE_NAMES)))
-        return self._scorer.predict({name: filled[name].to_numpy() for name in FEATURE_NAMES}).tolist()
+        filled = fill_defaults(pd.DataFrame.from_records(list(instances), columns=list(INPUT_NAMES)))
+        return self._scorer.predict({name: filled[name].to_numpy() for name in INPUT_NAMES}).tolist()
 
 
 def _json_value(value: Any) -> Any:

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from jobs import simulate
+from jobs.catalog import latest_catalog
 from jobs.config import load_config
 from jobs.layout import Layout, day_bounds, ds_range
 from jobs.pipeline import run_stage
@@ -54,6 +55,16 @@ def test_batch_features_equal_a_computation_from_strictly_earlier_data(splits, s
                 assert row[f"{entity}_clicks_{days}d"] == pytest.approx(clicks, abs=1e-4)
                 checked += 1
     assert checked == 60 * 3 * len(WINDOWS_DAYS)
+
+
+def test_rows_carry_the_catalog_bid_of_their_ad(splits) -> None:
+    cfg, _ = splits
+    train = load_split(cfg, DAYS[-1], "train")
+    # ads launched after the last feature day before a row (and every ad on the first day) have none yet
+    known = train[train["ad_bid"].notna()]
+    assert len(known) > len(train) / 3
+    bids = latest_catalog(Layout(cfg.home), "ads", DAYS[-1]).set_index("ad_id")["bid"]
+    assert known["ad_bid"].to_numpy() == pytest.approx(known["ad_id"].map(bids).to_numpy())
 
 
 def test_features_never_use_the_impressions_own_day(splits) -> None:

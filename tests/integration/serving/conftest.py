@@ -27,7 +27,7 @@ import pytest
 from jobs.config import PctrConfig, ServingConfig, TrainConfig, load_config
 from jobs.io import write_json_atomic, write_text_atomic
 from jobs.layout import FEATURE_ENTITIES, Layout, day_bounds, feature_event_time
-from models.features import CATEGORY_KEY, FEATURES, Entity, Feature, batch_features
+from models.features import CATEGORY_KEY, MODEL_FEATURES, Entity, Feature, batch_features
 from serving.bundle import MANIFEST, file_checksums
 
 N_ADS = 50
@@ -47,6 +47,8 @@ def spec_values(features: list[Feature], n: int, rng: np.random.Generator) -> di
             out[f.name] = np.array([f"{f.name}_{i}" for i in rng.integers(0, 5, n)], dtype=object)
         elif f.dtype == "int64":
             out[f.name] = rng.integers(0, 24, n)
+        elif f.dtype == "float64":
+            out[f.name] = rng.uniform(0.1, 2.0, n)
         elif f.name.endswith("impressions_30d"):
             out[f.name] = rng.choice([0.0, 50.0, 5000.0], n).astype(np.float32)  # some ads are new
         else:
@@ -76,11 +78,12 @@ def ads_table() -> pd.DataFrame:
             "ad_id": np.array([f"a{i}" for i in range(N_ADS)], dtype=object),
             "advertiser_id": advertiser_ids,
             "campaign_id": np.char.add("c", (np.arange(N_ADS) // 2).astype(str)).astype(object),
-            "bid": np.where(np.arange(N_ADS) % 10 == 9, 0.02, rng.uniform(0.1, 2.0, N_ADS)),  # some under reserve
         }
     )
     ad_side = [f for e in ("ad", "advertiser") for f in batch_features(e)]  # type: ignore[arg-type]
-    return frame.assign(**spec_values(ad_side, N_ADS, rng))
+    frame = frame.assign(**spec_values(ad_side, N_ADS, rng))
+    frame.loc[np.arange(N_ADS) % 10 == 9, "ad_bid"] = 0.02  # some under the reserve
+    return frame
 
 
 @pytest.fixture(scope="session")
@@ -98,9 +101,9 @@ def bundle_parts(tmp_path_factory: pytest.TempPathFactory, ads_table: pd.DataFra
 
     parts = tmp_path_factory.mktemp("bundle_parts")
     rng = np.random.default_rng(0)
-    frame = fill_defaults(pd.DataFrame(spec_values(list(FEATURES), 256, rng)))
+    frame = fill_defaults(pd.DataFrame(spec_values(list(MODEL_FEATURES), 256, rng)))
     stats = compute_feature_stats({c: frame[c].to_numpy() for c in frame.columns})
-    export_saved_model(build_deepfm(FEATURES, stats, TRAIN), parts / "ranker")
+    export_saved_model(build_deepfm(MODEL_FEATURES, stats, TRAIN), parts / "ranker")
     towers = build_two_tower(stats, TRAIN)
     export_saved_model(get_tower(towers, "user"), parts / "user_tower")
     ad_features = tower_features("ad")
@@ -256,9 +259,9 @@ def expected_pctr(instances: list[dict[str, object]]) -> Callable[[Path], np.nda
 
     def run(bundle: Path) -> np.ndarray:
         rows = [{k: v[0] if isinstance(v, list) else v for k, v in row.items()} for row in instances]
-        filled = fill_defaults(pd.DataFrame.from_records(rows, columns=[f.name for f in FEATURES]))
+        filled = fill_defaults(pd.DataFrame.from_records(rows, columns=[f.name for f in MODEL_FEATURES]))
         predictor = Predictor.load(bundle / "ranker", bundle / "calibrator.json")
-        return predictor.predict({f.name: filled[f.name].to_numpy() for f in FEATURES})
+        return predictor.predict({f.name: filled[f.name].to_numpy() for f in MODEL_FEATURES})
 
     return run
 

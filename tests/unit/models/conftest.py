@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from jobs.config import TrainConfig
-from models.features import FEATURES, Feature
+from models.features import MODEL_FEATURES, Feature
 from models.inputs import FeatureStats, compute_feature_stats, fill_defaults
 
 
-def random_frame(n: int, seed: int = 0, features: tuple[Feature, ...] = FEATURES) -> pd.DataFrame:
+def random_frame(n: int, seed: int = 0, features: tuple[Feature, ...] = MODEL_FEATURES) -> pd.DataFrame:
     """Raw-looking columns for every spec feature (with a few nulls), filled by ``fill_defaults``."""
     rng = np.random.default_rng(seed)
     columns: dict[str, object] = {}

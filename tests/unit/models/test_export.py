@@ -5,7 +5,7 @@ import tensorflow as tf
 from models.baseline import build_logistic
 from models.deepfm import build_deepfm
 from models.export import export_saved_model, load_serving_fn
-from models.features import FEATURES, tower_features
+from models.features import MODEL_FEATURES, tower_features
 from models.inputs import to_tensors
 from models.retrieval import build_two_tower, get_tower
 
@@ -14,8 +14,8 @@ from models.retrieval import build_two_tower, get_tower
 def models(stats, cfg):
     two_tower = build_two_tower(stats, cfg)
     return {
-        "deepfm": (build_deepfm(FEATURES, stats, cfg), FEATURES),
-        "logistic": (build_logistic(FEATURES, stats, cfg), FEATURES),
+        "deepfm": (build_deepfm(MODEL_FEATURES, stats, cfg), MODEL_FEATURES),
+        "logistic": (build_logistic(MODEL_FEATURES, stats, cfg), MODEL_FEATURES),
         "user_tower": (get_tower(two_tower, "user"), tower_features("user")),
         "ad_tower": (get_tower(two_tower, "ad"), tower_features("ad")),
     }

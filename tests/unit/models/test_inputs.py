@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.features import BY_NAME, FEATURES, numeric_features
+from models.features import BY_NAME, MODEL_FEATURES, numeric_features
 from models.inputs import FeatureStats, Standardize, compute_feature_stats, fill_defaults, to_tensors
 
 
@@ -56,7 +56,7 @@ def test_standardize_handles_constant_features_and_negative_counts():
 
 def test_to_tensors_gives_one_column_per_feature_with_spec_dtype(frame):
     tensors = to_tensors(frame)
-    assert list(tensors) == [f.name for f in FEATURES]
-    for f in FEATURES:
+    assert list(tensors) == [f.name for f in MODEL_FEATURES]
+    for f in MODEL_FEATURES:
         assert tensors[f.name].shape == (len(frame), 1)
         assert tensors[f.name].dtype.name == f.dtype

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from models.deepfm import build_deepfm
-from models.features import FEATURES
+from models.features import MODEL_FEATURES
 from models.inputs import compute_feature_stats, make_dataset, to_tensors
 from models.metrics import auc, logloss
 from models.training import Checkpoints, train
@@ -23,7 +23,7 @@ def data(make_data):
 
 def test_deepfm_learns_a_planted_signal(data, cfg):
     frames, labels, stats = data
-    model = build_deepfm(FEATURES, stats, cfg)
+    model = build_deepfm(MODEL_FEATURES, stats, cfg)
     lines: list[str] = []
     history = train(
         model,
@@ -42,7 +42,7 @@ def test_deepfm_learns_a_planted_signal(data, cfg):
 
 def test_early_stopping_restores_the_best_weights(data, cfg):
     frames, labels, stats = data
-    model = build_deepfm(FEATURES, stats, cfg)
+    model = build_deepfm(MODEL_FEATURES, stats, cfg)
     # Validation labels are the opposite of the training signal, so validation gets worse as the
     # model learns, after the first epoch at the latest.
     val_labels = 1.0 - labels["val"]
@@ -85,7 +85,7 @@ class FakeHorovod:
 
 def test_horovod_path_broadcasts_underlying_variables_and_averages_gradients(data, cfg):
     frames, labels, stats = data
-    model = build_deepfm(FEATURES, stats, cfg)
+    model = build_deepfm(MODEL_FEATURES, stats, cfg)
     hvd = FakeHorovod()
     history = train(
         model,
@@ -112,12 +112,12 @@ def test_an_interrupted_run_resumes_after_its_last_checkpointed_epoch(data, cfg,
         make_dataset(frames["val"], labels["val"], 256),
     )
     checkpoints = Checkpoints(tmp_path / "checkpoints", key="run-a")
-    model = build_deepfm(FEATURES, stats, cfg)
+    model = build_deepfm(MODEL_FEATURES, stats, cfg)
     first = train(model, *datasets, cfg, log=lambda _: None, epochs=2, checkpoints=checkpoints)
     assert [p.name for p in checkpoints.directory.glob("*.npz")] == ["epoch-002.npz"]
 
     # a new process: fresh model and optimizer, same run key
-    model, lines = build_deepfm(FEATURES, stats, cfg), []
+    model, lines = build_deepfm(MODEL_FEATURES, stats, cfg), []
     resumed = train(model, *datasets, cfg, log=lines.append, epochs=3, checkpoints=checkpoints)
     assert lines[0].startswith("resuming after epoch 2")
     assert resumed["epochs_run"] == 3 and resumed["val_logloss"][:2] == first["val_logloss"]
@@ -125,7 +125,7 @@ def test_an_interrupted_run_resumes_after_its_last_checkpointed_epoch(data, cfg,
     assert json.loads(checkpoints.state_path.read_text())["history"]["val_logloss"] == resumed["val_logloss"]
 
     other = train(
-        build_deepfm(FEATURES, stats, cfg), *datasets, cfg, log=lambda _: None, epochs=1,
+        build_deepfm(MODEL_FEATURES, stats, cfg), *datasets, cfg, log=lambda _: None, epochs=1,
         checkpoints=Checkpoints(checkpoints.directory, key="run-b"),
     )  # fmt: skip
     assert other["epochs_run"] == 1  # another key's state is ignored, not resumed
@@ -138,9 +138,9 @@ def test_resuming_restores_the_optimizer_state(data, cfg, tmp_path):
         make_dataset(frames["val"], labels["val"], 256),
     )
     checkpoints = Checkpoints(tmp_path, key="k")
-    model = build_deepfm(FEATURES, stats, cfg)
+    model = build_deepfm(MODEL_FEATURES, stats, cfg)
     train(model, *datasets, cfg, log=lambda _: None, epochs=1, checkpoints=checkpoints)
-    restored = build_deepfm(FEATURES, stats, cfg)
+    restored = build_deepfm(MODEL_FEATURES, stats, cfg)
     optimizer = keras.optimizers.Adam()
     optimizer.build(restored.trainable_variables)
     assert checkpoints.restore(restored, optimizer) is not None

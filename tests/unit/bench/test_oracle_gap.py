@@ -1,0 +1,33 @@
+import pytest
+
+from bench import oracle_gap
+from jobs.config import load_config
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    cfg = load_config(home=tmp_path_factory.mktemp("gap"))
+    return oracle_gap.run(cfg, "tiny", "2026-11-06", [1, 4])
+
+
+def test_the_terms_are_all_of_the_simulators_logit() -> None:
+    """What is left of the true logit after the terms is one constant: no term of the simulator is missed."""
+    from jobs import simulation_world as sw
+
+    cfg = load_config()
+    users, ads, advertisers, impressions = cfg.simulation.scales["tiny"]
+    world = sw.World(cfg.simulation.seed, users, ads, advertisers, cfg.simulation.new_ads_per_day_fraction, 100.0)
+    day = oracle_gap.day_terms(world, cfg, "2026-11-06", impressions)
+    assert len(day["label"]) == impressions
+    assert day["intercept"].std() < 1e-6
+
+
+def test_estimating_latent_terms_never_beats_knowing_them(result: dict) -> None:
+    for days in (1, 4):
+        bounds = result[f"history_{days}d"]
+        assert all(0.5 < auc <= result["oracle_auc"] for auc in bounds.values()), bounds
+        assert bounds["all_estimated"] <= min(v for k, v in bounds.items() if k.startswith("only_"))
+
+
+def test_more_history_gives_better_estimates(result: dict) -> None:
+    assert result["history_4d"]["all_estimated"] > result["history_1d"]["all_estimated"]

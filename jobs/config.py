@@ -74,7 +74,6 @@ class TrainConfig(BaseModel):
     batch_size: int = 1024
     learning_rate: float = 2e-3
     embedding_dim: int = 8
-    embedding_l2: float = 0.0
     hash_buckets: int = 100_000
     hidden_units: tuple[int, ...] = (128, 64)
     early_stopping_patience: int = Field(1, ge=1)

@@ -43,7 +43,7 @@ def build_deepfm(features: Sequence[Feature], stats: FeatureStats, cfg_train: Tr
     """
     keras.utils.set_random_seed(cfg_train.seed)
     encoded = encode_features(features, stats, cfg_train.hash_buckets)
-    embeddings = field_vectors(encoded, cfg_train.embedding_dim, "emb", l2=cfg_train.embedding_l2)
+    embeddings = field_vectors(encoded, cfg_train.embedding_dim, "emb")
 
     fm = FactorizationMachine(name="fm")(embeddings)
     hidden = keras.layers.Concatenate(name="dnn_input")(embeddings)

@@ -193,23 +193,18 @@ def encode_features(features: Sequence[Feature], stats: FeatureStats, hash_bucke
     return EncodedFeatures(tuple(features), inputs, hashed, numeric, hash_buckets)
 
 
-def field_vectors(encoded: EncodedFeatures, dim: int, prefix: str, l2: float = 0.0) -> list[keras.KerasTensor]:
+def field_vectors(encoded: EncodedFeatures, dim: int, prefix: str) -> list[keras.KerasTensor]:
     """One ``(batch, dim)`` vector per field, in spec order.
 
     Categoricals look up their own ``dim``-wide embedding table; a numeric field is its
     standardised value times a learned ``dim`` vector (no bias, so a zero value contributes
     nothing, as in FM). With ``dim=1`` these are the first-order weights of a linear model.
-    ``l2`` penalises the looked-up embedding rows (an activity regulariser): only the rows a batch
-    uses, so frequent ids are held back in proportion to how often they are updated, and no step
-    touches the whole table.
     """
-    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
     vectors: list[keras.KerasTensor] = []
     for feature in encoded.features:
         name = f"{prefix}_{feature.name}"
         if feature.categorical:
-            embedding = keras.layers.Embedding(encoded.hash_buckets, dim, activity_regularizer=regularizer, name=name)
-            emb = embedding(encoded.hashed[feature.name])
+            emb = keras.layers.Embedding(encoded.hash_buckets, dim, name=name)(encoded.hashed[feature.name])
             vectors.append(keras.layers.Reshape((dim,), name=f"{name}_flat")(emb))
         else:
             # Embedding's default initializer: Dense's glorot init on a (1, dim) kernel gives vectors

@@ -127,8 +127,6 @@ def _make_train_step(
         labels = tf.reshape(tf.cast(labels, tf.float32), (-1, 1))
         with tf.GradientTape() as tape:
             loss = loss_fn(labels, model(features, training=True))
-            if model.losses:  # regularisers; the reported loss includes them
-                loss += tf.add_n(model.losses)
         grads = tape.gradient(loss, [v.value for v in trainable])
         if hvd is not None:
             # Embedding gradients are IndexedSlices; Horovod allgathers those instead of densifying.

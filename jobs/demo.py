@@ -20,7 +20,7 @@ from jobs.airflow_local import dags_test, migrate
 from jobs.config import PctrConfig, load_config
 from jobs.evaluate import SUMMARY_METRICS as EVALUATION_METRICS
 from jobs.io import read_json, write_json_atomic
-from jobs.layout import Layout, ds_range
+from jobs.layout import Layout, ds_range, shift_ds
 from jobs.pipeline import DAILY_STAGES, run_day
 
 DEMO_START = "2026-11-01"
@@ -73,7 +73,7 @@ def demo_users(cfg: PctrConfig, ds: str, n: int) -> list[str]:
 
 def serving_day(ds: str) -> str:
     """The day the model closed on ds serves: the next one. The demo's requests carry a time in it."""
-    return ds_range(ds, 2)[1]
+    return shift_ds(ds, 1)
 
 
 def serve_and_rank(cfg: PctrConfig, ds: str) -> dict[str, Any]:
@@ -113,11 +113,12 @@ def serve_and_rank(cfg: PctrConfig, ds: str) -> dict[str, Any]:
 
 def summarise(cfg: PctrConfig, ds: str, states: dict[str, dict[str, Any]], served: dict[str, Any]) -> dict[str, Any]:
     from jobs.evaluate import load_evaluation
+    from jobs.retrieval import retrieval_dir
 
     layout = Layout(cfg.home)
     evaluation = load_evaluation(cfg, ds)
     registered = read_json(layout.stage_output("register", ds) / "_stats.json")
-    retrieval = read_json(layout.run_dir(ds) / "retrieval" / "_stats.json")
+    retrieval = read_json(retrieval_dir(cfg, ds) / "_stats.json")
     stages = {
         s.name: {
             "status": "ok" if states.get(s.name, {}).get("state") == "success" else states.get(s.name, {}).get("state"),

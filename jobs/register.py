@@ -110,8 +110,9 @@ def download_ranker_weights(cfg: PctrConfig, ref: str, dest: Path) -> tuple[str,
 
     client = mlflow_client(cfg)
     try:
-        version = client.get_model_version(cfg.model_name, ref) if ref.isdigit() else None
-        if version is None:
+        if ref.isdigit():
+            version = client.get_model_version(cfg.model_name, ref)
+        else:
             version = client.get_model_version_by_alias(cfg.model_name, ref)
     except MlflowException as error:
         if ref.isdigit():

@@ -18,9 +18,9 @@ from jobs.config import PctrConfig
 from jobs.io import Stats, write_stats
 from jobs.layout import Layout
 from jobs.training_set import load_feature_stats, load_split
-from models.features import ENTITIES, batch_features
+from models.features import AD_TABLE_FEATURES, ENTITIES
 
-AD_TABLE_COLUMNS = ("ad_id", "advertiser_id", "campaign_id")
+AD_TABLE_COLUMNS = ("campaign_id", *AD_TABLE_FEATURES)
 
 
 def retrieval_dir(cfg: PctrConfig, ds: str) -> Path:
@@ -34,11 +34,10 @@ def active_ads(layout: Layout, ds: str) -> Any:
     catalog = latest_catalog(layout, "ads", ds)
     ads = pd.read_parquet(layout.features("ad", ds) / "features.parquet")
     advertisers = pd.read_parquet(layout.features("advertiser", ds) / "features.parquet")
-    table = ads.merge(catalog[list(AD_TABLE_COLUMNS)], on="ad_id", how="inner").merge(
+    table = ads.merge(catalog[["ad_id", "advertiser_id", "campaign_id"]], on="ad_id", how="inner").merge(
         advertisers, on=list(ENTITIES["advertiser"].keys), how="left"
     )
-    columns = [*AD_TABLE_COLUMNS, *(f.name for e in ("ad", "advertiser") for f in batch_features(e))]  # type: ignore[arg-type]
-    return table[columns].sort_values("ad_id").reset_index(drop=True)
+    return table[list(AD_TABLE_COLUMNS)].sort_values("ad_id").reset_index(drop=True)
 
 
 def build_index(embeddings: np.ndarray, kind: str) -> Any:
@@ -86,7 +85,9 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     )
     user_tower, ad_tower = get_tower(model, "user"), get_tower(model, "ad")
     ads = active_ads(layout, ds)
-    ad_emb = ad_tower.predict(to_tensors(fill_defaults(ads, tower_features("ad")), tower_features("ad")), verbose=0)
+    ad_features = tower_features("ad")
+    batch = 4 * cfg.train.batch_size  # no gradients: bigger batches than training
+    ad_emb = ad_tower.predict(to_tensors(fill_defaults(ads, ad_features), ad_features), batch_size=batch, verbose=0)
     index = build_index(ad_emb, cfg.train.retrieval_index)
     faiss.write_index(index, str(out / "faiss.index"))
     ads.to_parquet(out / "ads.parquet", index=False)
@@ -96,7 +97,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     clicks = holdout[holdout["label"] == 1]
     row_of = {ad_id: i for i, ad_id in enumerate(ads["ad_id"])}
     clicks = clicks[clicks["ad_id"].isin(row_of)]
-    user_emb = user_tower.predict(to_tensors(clicks, tower_features("user")), verbose=0)
+    user_emb = user_tower.predict(to_tensors(clicks, tower_features("user")), batch_size=batch, verbose=0)
     k = cfg.serving.retrieval_k
     result: Stats = {
         "stage": "train_retrieval",

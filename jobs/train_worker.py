@@ -17,7 +17,7 @@ from pathlib import Path
 from jobs.config import PctrConfig
 from jobs.io import write_json_atomic
 from jobs.layout import Layout
-from jobs.train import CHECKPOINTS, RANKER_WEIGHTS
+from jobs.train import CHECKPOINTS, RANKER_WEIGHTS, ranker_dir
 from jobs.training_set import load_feature_stats, load_split
 
 
@@ -51,13 +51,14 @@ def main() -> None:
     hvd.init()
     keras.utils.set_random_seed(cfg.train.seed + hvd.rank())
     layout = Layout(cfg.home)
-    out = layout.run_dir(args.ds) / "ranker"
+    out = ranker_dir(cfg, args.ds)
     stats = load_feature_stats(cfg, args.ds)
     train_df = load_split(cfg, args.ds, "train", shard=(hvd.rank(), hvd.size()))
     # every rank must run the same number of steps, or the gradient allreduce waits forever
     common_rows = int(hvd.allreduce(np.array(len(train_df)), op=hvd.Min, name="rows_per_rank"))
     train_df = train_df.iloc[:common_rows]
-    val_df = load_split(cfg, args.ds, "validation")
+    # one validation shard on disk: each rank scores its slice and the losses are summed across ranks
+    val_df = load_split(cfg, args.ds, "validation").iloc[hvd.rank() :: hvd.size()]
     # unweighted on purpose: the model learns the downsampled odds and calibration undoes them
     train_ds = make_dataset(train_df, train_df["label"], cfg.train.batch_size, shuffle_seed=cfg.train.seed + hvd.rank())
     val_ds = make_dataset(val_df, val_df["label"], 4 * cfg.train.batch_size)
@@ -75,7 +76,7 @@ def main() -> None:
                 "hidden_units or the feature spec change since that version?)"
             ) from error
         # how good the starting point already is on this run's validation day
-        warm_start_val_logloss = validation_logloss(model, val_ds)
+        warm_start_val_logloss = validation_logloss(model, val_ds, hvd)
         log(f"warm start from {args.init_weights}: val_logloss {warm_start_val_logloss:.5f}")
     key = run_key(args.config, layout.training_set(args.ds) / "_stats.json", args.init_weights)
     checkpoints = Checkpoints(out / CHECKPOINTS, key)

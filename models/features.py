@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 Kind = Literal["request", "batch"]
 Dtype = Literal["string", "int64", "float32", "float64"]
 Transform = Literal["hash", "log_norm", "norm"]
@@ -21,6 +23,7 @@ CTR_PRIOR_IMPRESSIONS = 200.0
 # The join key of (user, category) rows; its value is the ad's category, i.e. the ``CATEGORY_FEATURE`` of the ad.
 CATEGORY_KEY = "category"
 CATEGORY_FEATURE = "ad_category"
+BID_FEATURE = "ad_bid"
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,22 @@ class Feature:
     def categorical(self) -> bool:
         return self.transform == "hash"
 
+    @property
+    def numpy_dtype(self) -> type:
+        """The numpy dtype of its values: ``object`` (Python ``str``) for strings."""
+        return object if self.dtype == "string" else np.dtype(self.dtype).type
+
+
+def stat_name(entity: Entity, stat: Literal["impressions", "clicks", "ctr"], days: int) -> str:
+    """The name of a windowed statistic of an entity, e.g. ``ad_impressions_30d``."""
+    return f"{entity}_{stat}_{days}d"
+
 
 def _windowed(entity: Entity, tower: Literal["user", "ad"] | None) -> list[Feature]:
     out: list[Feature] = []
     for days in ENTITIES[entity].windows:
         for stat, transform in (("impressions", "log_norm"), ("clicks", "log_norm"), ("ctr", "norm")):
-            out.append(Feature(f"{entity}_{stat}_{days}d", "batch", "float32", transform, stat, 0.0, entity, tower))
+            out.append(Feature(stat_name(entity, stat, days), "batch", "float32", transform, stat, 0.0, entity, tower))
     return out
 
 
@@ -118,7 +131,7 @@ def _build() -> tuple[Feature, ...]:
         # The auction's bid, from the same feature files and store as everything else the service
         # uses. Never a pCTR input: a click estimate that moves with the bid would let an
         # advertiser buy a better estimate of its own ad, and GSP prices assume pCTR ignores bids.
-        Feature("ad_bid", "batch", "float64", "log_norm", "ads.bid", 0.0, "ad", model_input=False),  # money
+        Feature(BID_FEATURE, "batch", "float64", "log_norm", "ads.bid", 0.0, "ad", model_input=False),  # money
     ]
     return tuple(
         request
@@ -134,6 +147,12 @@ FEATURES: tuple[Feature, ...] = _build()
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 # What the ranker and the baseline take, in spec order: the SavedModel's signature.
 MODEL_FEATURES: tuple[Feature, ...] = tuple(f for f in FEATURES if f.model_input)
+
+
+# The columns of a bundle's ads table, row i = FAISS id i: ids and every ad-side batch feature (the bid among them).
+AD_TABLE_FEATURES: tuple[str, ...] = (
+    "ad_id", "advertiser_id", *(f.name for f in FEATURES if f.entity in ("ad", "advertiser") and f.kind == "batch"),
+)  # fmt: skip
 
 
 def request_features() -> list[Feature]:

@@ -19,8 +19,7 @@ from keras import ops
 
 from models.features import MODEL_FEATURES, Feature
 
-_TF_DTYPES = {"string": tf.string, "int64": tf.int64, "float32": tf.float32, "float64": tf.float64}
-_NP_DTYPES = {"int64": np.int64, "float32": np.float32, "float64": np.float64}
+SHUFFLE_BUFFER = 200_000
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ def fill_defaults(frame: pd.DataFrame, features: Sequence[Feature] = MODEL_FEATU
         if feature.dtype == "string":
             out[feature.name] = as_strings(filled.to_numpy())
         else:
-            out[feature.name] = filled.astype(_NP_DTYPES[feature.dtype])
+            out[feature.name] = filled.astype(feature.numpy_dtype)
     return out
 
 
@@ -114,7 +113,7 @@ def _as_string(value: object) -> str:
 
 def to_tensors(frame: pd.DataFrame, features: Sequence[Feature] = MODEL_FEATURES) -> dict[str, tf.Tensor]:
     """The model's input dict, ``(n, 1)`` tensors of the spec's dtypes, from a ``fill_defaults`` frame."""
-    return {f.name: tf.constant(frame[f.name].to_numpy().reshape(-1, 1), dtype=_TF_DTYPES[f.dtype]) for f in features}
+    return {f.name: tf.constant(frame[f.name].to_numpy().reshape(-1, 1), dtype=f.dtype) for f in features}
 
 
 def make_dataset(
@@ -124,11 +123,19 @@ def make_dataset(
     features: Sequence[Feature] = MODEL_FEATURES,
     shuffle_seed: int | None = None,
 ) -> tf.data.Dataset:
-    """Batched ``(features dict, label)`` dataset from a ``fill_defaults`` frame; shuffled if seeded."""
-    label_tensor = tf.constant(np.asarray(labels, dtype=np.float32).reshape(-1, 1))
-    ds = tf.data.Dataset.from_tensor_slices((to_tensors(frame, features), label_tensor))
+    """Batched ``(features dict, label)`` dataset from a ``fill_defaults`` frame; shuffled if seeded.
+
+    Shuffling permutes the rows once (splits are in time order) and then reshuffles each epoch
+    through a buffer of at most ``SHUFFLE_BUFFER`` rows: a buffer of the whole split would hold a
+    second copy of it.
+    """
+    labels = np.asarray(labels, dtype=np.float32).reshape(-1, 1)
     if shuffle_seed is not None:
-        ds = ds.shuffle(len(frame), seed=shuffle_seed, reshuffle_each_iteration=True)
+        order = np.random.default_rng(shuffle_seed).permutation(len(frame))
+        frame, labels = frame.iloc[order], labels[order]
+    ds = tf.data.Dataset.from_tensor_slices((to_tensors(frame, features), tf.constant(labels)))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(min(len(frame), SHUFFLE_BUFFER), seed=shuffle_seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

@@ -23,14 +23,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from models.features import (
+    AD_TABLE_FEATURES,
+    BID_FEATURE,
     BY_NAME,
     CATEGORY_FEATURE,
     CATEGORY_KEY,
     CTR_PRIOR_IMPRESSIONS,
+    ENTITIES,
     FEATURES,
     MODEL_FEATURES,
     batch_features,
     request_features,
+    stat_name,
 )
 from serving.auction import PER_MILLE, FrequencyCap, Placement, explore, run_auction
 from serving.bundle import verify
@@ -43,17 +47,13 @@ if TYPE_CHECKING:
 MODEL_NAME = "pctr"  # the model's name in the TF Serving REST API
 FEATURE_NAMES = tuple(f.name for f in FEATURES)  # what the served log records: the model inputs and the bid
 INPUT_NAMES = tuple(f.name for f in MODEL_FEATURES)  # the SavedModel's signature
-BID = "ad_bid"
-# Per-candidate values read from the ads table: the ad-side ranker inputs and the bid; the rest is per request.
-AD_SIDE = ("ad_id", "advertiser_id", *(f.name for e in ("ad", "advertiser") for f in batch_features(e)))  # type: ignore[arg-type]
 USER_BATCH = tuple(batch_features("user"))
 # Per candidate too, but from Feast: the (user, category) statistics of the candidate's category.
 PAIR_BATCH = tuple(batch_features("user_category"))
 # Request features set by the server: the slot the model scores every ad at (position bias) and the hour.
 SERVER_SIDE = ("position", "hour")
 # Whatever other request feature the spec declares comes with the request's context.
-CONTEXT = tuple(f for f in request_features() if f.name not in {"user_id", *AD_SIDE, *SERVER_SIDE})
-_NP_DTYPES: dict[str, Any] = {"string": object, "int64": np.int64, "float32": np.float32, "float64": np.float64}
+CONTEXT = tuple(f for f in request_features() if f.name not in {"user_id", *AD_TABLE_FEATURES, *SERVER_SIDE})
 
 
 class Scorer(Protocol):
@@ -96,16 +96,16 @@ def load_ads(path: Path, index_size: int) -> dict[str, np.ndarray]:
     from models.inputs import as_strings, fill_defaults
 
     table = pd.read_parquet(path)
-    missing = [c for c in dict.fromkeys([*AD_TABLE_COLUMNS, *AD_SIDE]) if c not in table.columns]
+    missing = [c for c in AD_TABLE_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path} lacks columns {missing}")
     if len(table) != index_size:
         raise ValueError(f"{path} has {len(table)} rows but the FAISS index {index_size}: row i must be FAISS id i")
-    bids = table[BID].to_numpy(np.float64)
+    bids = table[BID_FEATURE].to_numpy(np.float64)
     if not np.all(np.isfinite(bids) & (bids >= 0)):
         raise ValueError(f"{path}: bids must be finite and >= 0")
-    filled = fill_defaults(table, [BY_NAME[name] for name in AD_SIDE])
-    columns = {name: filled[name].to_numpy() for name in AD_SIDE}
+    filled = fill_defaults(table, [BY_NAME[name] for name in AD_TABLE_FEATURES])
+    columns = {name: filled[name].to_numpy() for name in AD_TABLE_FEATURES}
     columns["campaign_id"] = as_strings(table["campaign_id"].fillna("").to_numpy())
     return columns
 
@@ -143,7 +143,8 @@ class RankingEngine:
         self._rng = rng
         # Ads whose smoothed CTR is still mostly the prior: what exploration is for.
         self._new_ads = np.flatnonzero(
-            (ads["ad_impressions_30d"] < CTR_PRIOR_IMPRESSIONS) & (ads[BID] >= cfg.reserve_price)
+            (ads[stat_name("ad", "impressions", max(ENTITIES["ad"].windows))] < CTR_PRIOR_IMPRESSIONS)
+            & (ads[BID_FEATURE] >= cfg.reserve_price)
         )
 
     @classmethod
@@ -214,7 +215,7 @@ class RankingEngine:
         columns = {}
         for f in PAIR_BATCH:
             values = [f.default if v is None else v for v in found[f.name]]
-            columns[f.name] = np.asarray(values, dtype=_NP_DTYPES[f.dtype])[of_row]
+            columns[f.name] = np.asarray(values, dtype=f.numpy_dtype)[of_row]
         return columns
 
     def retrieve(self, user_id: str, user: Mapping[str, Any]) -> np.ndarray:
@@ -239,9 +240,9 @@ class RankingEngine:
         self, request: Mapping[str, Any], rows: np.ndarray, pairs: Mapping[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
         """The ranker's batch: one row per candidate (``pairs``: its pair features), per-request values broadcast."""
-        columns = {name: self.ads[name][rows] for name in AD_SIDE} | dict(pairs)
+        columns = {name: self.ads[name][rows] for name in AD_TABLE_FEATURES} | dict(pairs)
         for name, value in request.items():
-            columns[name] = np.full(len(rows), value, dtype=_NP_DTYPES[BY_NAME[name].dtype])
+            columns[name] = np.full(len(rows), value, dtype=BY_NAME[name].numpy_dtype)
         return columns
 
     def rank(
@@ -280,7 +281,7 @@ class RankingEngine:
         columns = self._columns(self._request_values(user_id, user, context, now), rows, pairs)
         pctr = self._scorer.predict(columns)
         lap("scoring")
-        bids, advertisers = self.ads[BID][rows], columns["advertiser_id"]
+        bids, advertisers = self.ads[BID_FEATURE][rows], columns["advertiser_id"]
         allowed = self._frequency.allowed(user_id, columns["ad_id"], now.date())
         rules = {"reserve": self.cfg.reserve_price, "max_per_advertiser": self.cfg.max_ads_per_advertiser}
         placements = run_auction(pctr, bids, advertisers, allowed, slots=slots, **rules)
@@ -340,7 +341,7 @@ class RankingEngine:
                     "campaign_id": self.ads["campaign_id"][rows[p.index]],
                     **{f.name: features[f.name] for f in CONTEXT},
                     "position": p.slot,
-                    "bid": float(self.ads[BID][rows[p.index]]),
+                    "bid": float(self.ads[BID_FEATURE][rows[p.index]]),
                     "price": p.price,
                     "explore": p.explore,
                     "model_version": self.model_version,

@@ -1,6 +1,7 @@
 """Spark log join: impressions + clicks of one day -> labelled, downsampled training rows.
 
-Accounting (every raw record of the day lands in exactly one bucket, and ``_stats.json`` proves it):
+Accounting (every raw record of the day lands in exactly one bucket; ``_stats.json`` counts each bucket on
+its own, the quarantine from the files written, and the stage fails unless they add up):
 - impressions of ds: ``output_rows`` + ``downsampled_negatives`` + quarantined (malformed,
   schema_violation, out_of_range, duplicate);
 - click records that arrived on ds (partition dt=ds): ``clean_clicks`` + quarantined (malformed,
@@ -238,32 +239,28 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         _quarantine(valid.where(F.col("reason").isNotNull()), "impression", F.col("reason"))
     ).unionByName(_quarantine(arrived.where(F.col("reason").isNotNull()), "click", F.col("reason")))
 
-    # one aggregation per cached frame instead of one count per number
-    by_reason = {
-        event: {r["reason"]: r["count"] for r in df.groupBy("reason").count().collect()}
-        for event, df in (("impression", imps), ("valid", valid), ("click", arrived))
-    }
+    _write_partition(layout.quarantine(ds), quarantine, partitions=1)
+    # Each side of the accounting is counted on its own: inputs on the cached frames, the quarantine
+    # from the files written, kept and downsampled rows separately. A record lost or counted twice
+    # anywhere breaks an equation in ``_stats``.
+    written = spark.read.parquet(str(layout.quarantine(ds) / "data")).groupBy("event", "reason").count().collect()
     kept = rows.agg(
         F.sum(F.col("kept").cast("long")).alias("n_out"),
+        F.sum((~F.col("kept")).cast("long")).alias("downsampled"),
         F.sum((F.col("kept") & (F.col("label") == 1)).cast("long")).alias("positives"),
         F.sum(F.col("in_eval").cast("long")).alias("eval_rows"),
     ).first()
     counts = {
-        "n_imps": sum(by_reason["impression"].values()),
-        "n_clean": by_reason["valid"].get(None, 0),
+        "n_imps": imps.count(),
+        "n_clean": valid.where(F.col("reason").isNull()).count(),
         "n_out": kept["n_out"] or 0,
+        "downsampled": kept["downsampled"] or 0,
         "positives": kept["positives"] or 0,
         "eval_rows": kept["eval_rows"] or 0,
-        "n_arrived": sum(by_reason["click"].values()),
-        "clean_clicks": by_reason["click"].get(None, 0),
-        "q_counts": {
-            f"{'impression' if event == 'valid' else event}:{reason}": n
-            for event, reasons in by_reason.items()
-            for reason, n in reasons.items()
-            if reason is not None
-        },
+        "n_arrived": arrived.count(),
+        "clean_clicks": arrived.where(F.col("reason").isNull()).count(),
+        "q_counts": {f"{r['event']}:{r['reason']}": r["count"] for r in written},
     }
-    _write_partition(layout.quarantine(ds), quarantine, partitions=1)
     _write_partition(layout.eval_sample(ds), eval_sample, partitions=2)
     stats = _stats(ds, cfg, layout, checksum=_checksum(joined), seconds=time.time() - started, **counts)
     _write_partition(layout.joined(ds), joined, partitions=4, stats=stats)
@@ -290,6 +287,7 @@ def _stats(
     n_imps: int,
     n_clean: int,
     n_out: int,
+    downsampled: int,
     positives: int,
     q_counts: dict[str, int],
     n_arrived: int,
@@ -308,7 +306,7 @@ def _stats(
         "clean_impressions": n_clean,
         "output_rows": n_out,
         "positives": positives,
-        "downsampled_negatives": n_clean - n_out,
+        "downsampled_negatives": downsampled,
         "duplicates": q_counts.get("impression:duplicate", 0),
         "clean_clicks": clean_clicks,
         "quarantined": dict(sorted(q_counts.items())),
@@ -322,7 +320,7 @@ def _stats(
         "checksum": checksum,
         "seconds": round(seconds, 2),
     }
-    impressions_reconcile = n_imps == n_out + (n_clean - n_out) + imp_q
+    impressions_reconcile = n_imps == n_clean + imp_q and n_clean == n_out + downsampled
     clicks_reconcile = n_arrived == clean_clicks + click_q
     stats["reconciled"] = impressions_reconcile and clicks_reconcile
     if not stats["reconciled"]:

@@ -35,11 +35,6 @@ from models.metrics import auc
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LATENT = ("user_bias", "ad_quality", "interest")
-USER_BIAS_SD, AD_QUALITY_SD = 0.45, 0.4  # the simulator's spreads (jobs.simulation_world)
-
-
-def _interest_term(interest: np.ndarray) -> np.ndarray:
-    return sw.INTEREST_COEF * np.log(len(sw.CATEGORIES) * interest + 0.1)
 
 
 def day_terms(world: sw.World, cfg: PctrConfig, ds: str, impressions: int) -> dict[str, np.ndarray]:
@@ -47,14 +42,9 @@ def day_terms(world: sw.World, cfg: PctrConfig, ds: str, impressions: int) -> di
     log = simulate.simulate_day(world, cfg, ds, cfg.simulation.seed, impressions)
     user, ads, ad = log.user, log.ads, log.ad
     hour = (log.imp_ms - sw.day_ms(dt.date.fromisoformat(ds))) // simulate.HOUR_MS
-    terms = {
-        "user_bias": world.user_bias[user],
-        "ad_quality": ads.quality[ad],
-        "interest": _interest_term(world.interest[user, ads.cat[ad]]),
-        "known": sw.HOUR_EFFECT[hour] + sw.DEVICE_EFFECT[world.device[user]] + sw.PLACEMENT_EFFECT[log.placement]
-        + sw.CREATIVE_EFFECT[ads.video[ad].astype(np.int64), log.placement]
-        - sw.POSITION_COEF * np.log(log.position) - sw.FATIGUE_COEF * np.log1p(sw.earlier_exposures(user, ad)),
-    }  # fmt: skip
+    terms = sw.base_terms(world, ads, user, ad, hour, log.placement)
+    slot = sw.slot_terms(user, ad, log.position)
+    terms["known"] = terms.pop("context") + slot["position"] + slot["fatigue"]
     logit = np.log(log.p_click) - np.log1p(-log.p_click)
     terms["intercept"] = logit - sum(terms.values())
     return {
@@ -90,8 +80,8 @@ def estimates(world: sw.World, history: dict[str, np.ndarray], day: dict[str, np
     """Posterior-mean estimates of each latent term of ``day``'s impressions from ``history``."""
     out: dict[str, np.ndarray] = {}
     for term, key, (mean, var) in (
-        ("user_bias", "user", _lognormal_moments(np.zeros(len(day["user"])), USER_BIAS_SD)),
-        ("ad_quality", "ad", _lognormal_moments(world.adv_quality[day["advertiser"]], AD_QUALITY_SD)),
+        ("user_bias", "user", _lognormal_moments(np.zeros(len(day["user"])), sw.USER_BIAS_SD)),
+        ("ad_quality", "ad", _lognormal_moments(world.adv_quality[day["advertiser"]], sw.AD_QUALITY_SD)),
     ):
         expected = np.exp(_logit(history) - history[term])  # expected clicks without the term (p is small)
         clicks = _lookup(history[key], history["label"], day[key])
@@ -115,7 +105,7 @@ def estimates(world: sw.World, history: dict[str, np.ndarray], day: dict[str, np
         in_pair = _lookup(pair_key, weight[rows], day["user"] * n_cat + day["category"])
         of_user = _lookup(history["user"][rows], weight[rows], day["user"])
         share = (in_pair / sw.RELEVANT_SHARE + 5.0 * prior) / (of_user / sw.RELEVANT_SHARE + 5.0)
-        out[name] = _interest_term(np.clip(share, 1e-4, 1.0))
+        out[name] = sw.interest_term(np.clip(share, 1e-4, 1.0))
     return out
 
 

@@ -135,24 +135,18 @@ def simulate_day(world: sw.World, cfg: PctrConfig, ds: str, seed: int, n: int) -
     req = np.repeat(np.arange(n_req), slots)
     req_start = np.concatenate([[0], np.cumsum(slots)[:-1]])
     user, imp_ms, pl = req_user[req], req_ms[req], placement[req]
-    device = world.device[user]
 
     ads = world.live_ads(day)
     ad = sw.pick_ads(rng, world, ads, user, imp_ms, req, start_ms)
     hour = (imp_ms - start_ms) // HOUR_MS
-    base = (
-        sw.INTEREST_COEF * np.log(len(sw.CATEGORIES) * world.interest[user, ads.cat[ad]] + 0.1)
-        + ads.quality[ad] + world.user_bias[user] + sw.HOUR_EFFECT[hour] + sw.DEVICE_EFFECT[device]
-        + sw.PLACEMENT_EFFECT[pl] + sw.CREATIVE_EFFECT[ads.video[ad].astype(np.int64), pl]
-    )  # fmt: skip
+    base = sum(sw.base_terms(world, ads, user, ad, hour, pl).values())
     # The legacy server ranks slots by bid x its own noisy estimate, so position is confounded with quality.
     noisy = base + rng.normal(0.0, 0.8, n)
     order = np.lexsort((-(np.log(ads.bid[ad]) + noisy), req))
     ad, base, noisy = ad[order], base[order], noisy[order]
     position = np.arange(n) - req_start[req] + 1
-    pos_effect = -sw.POSITION_COEF * np.log(position)
-    fatigue = sw.FATIGUE_COEF * np.log1p(sw.earlier_exposures(user, ad))
-    z = base + pos_effect - fatigue
+    slot = sw.slot_terms(user, ad, position)
+    z = base + slot["position"] + slot["fatigue"]
     intercept = sw.solve_intercept(z, cfg.simulation.base_ctr)
     p_click = sw.sigmoid(intercept + z)
     clicked = rng.random(n) < p_click
@@ -164,7 +158,7 @@ def simulate_day(world: sw.World, cfg: PctrConfig, ds: str, seed: int, n: int) -
     conv_value = np.round(rng.lognormal(math.log(25.0), 0.8, len(conv_row)), 2)
 
     # the legacy estimate is noisy but calibrated on average, as a production model would roughly be
-    legacy = noisy + pos_effect
+    legacy = noisy + slot["position"]
     pctr_served = np.round(sw.sigmoid(sw.solve_intercept(legacy, cfg.simulation.base_ctr) + legacy), 6)
     return DayLog(
         ds, ads, sw.ad_ids(ads), imp_ms, req, user, ad, pl, position, pctr_served, p_click, click_ms,

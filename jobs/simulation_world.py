@@ -48,6 +48,8 @@ PLACEMENT_EFFECT = np.array([0.0, -0.15, 0.10, -0.05])
 CREATIVE_EFFECT = np.array([[0.0, 0.0, 0.0, 0.0], [-0.05, 0.20, 0.05, 0.25]])
 HOUR_EFFECT = 0.15 * np.cos(2 * np.pi * (np.arange(24) - 20) / 24)
 FATIGUE_COEF = 0.35  # times log1p(earlier exposures of the user to the ad that day)
+USER_BIAS_SD = 0.45
+AD_QUALITY_SD = 0.4  # around the advertiser's quality
 RELEVANT_SHARE = 0.85  # the legacy server's share of interest-targeted (vs random) ads
 HOUR_VOLUME = (1 + 0.6 * np.sin(2 * np.pi * (np.arange(24) - 9) / 24)) / 24
 
@@ -116,7 +118,7 @@ class World:
         # user + cumulative interest is increasing over the flattened array: one searchsorted samples all
         self.interest_cum = (np.arange(n)[:, None] + np.cumsum(self.interest, axis=1)).ravel()
         self.activity = rng.lognormal(0.0, 1.6, n)  # heavy tail: a few users make most impressions
-        self.user_bias = rng.normal(0.0, 0.45, n)
+        self.user_bias = rng.normal(0.0, USER_BIAS_SD, n)
         span_ms = (SIGNUP_END - SIGNUP_START).days * DAY_MS
         self.signup_ms = day_ms(SIGNUP_START) + (rng.random(n) * span_ms).astype(np.int64)
         self.user_ids = np.char.add("u", np.arange(n).astype(str)).astype(object)
@@ -162,7 +164,7 @@ class World:
             budget=budget,
             launch_ms=day_ms(day) + np.sort(rng.integers(0, DAY_MS, k)),
             life_days=life,
-            quality=self.adv_quality[adv] + rng.normal(0.0, 0.4, k),
+            quality=self.adv_quality[adv] + rng.normal(0.0, AD_QUALITY_SD, k),
         )
 
     def live_ads(self, day: dt.date) -> Ads:
@@ -243,6 +245,31 @@ def earlier_exposures(user: np.ndarray, ad: np.ndarray) -> np.ndarray:
     out = np.empty(len(order), dtype=np.int64)
     out[order] = seen
     return out
+
+
+def interest_term(interest: np.ndarray) -> np.ndarray:
+    return INTEREST_COEF * np.log(len(CATEGORIES) * interest + 0.1)
+
+
+def base_terms(
+    world: World, ads: Ads, user: np.ndarray, ad: np.ndarray, hour: np.ndarray, placement: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The true click logit's terms that do not depend on the slot: they decide the legacy ranking."""
+    return {
+        "interest": interest_term(world.interest[user, ads.cat[ad]]),
+        "ad_quality": ads.quality[ad],
+        "user_bias": world.user_bias[user],
+        "context": HOUR_EFFECT[hour] + DEVICE_EFFECT[world.device[user]] + PLACEMENT_EFFECT[placement]
+        + CREATIVE_EFFECT[ads.video[ad].astype(np.int64), placement],
+    }  # fmt: skip
+
+
+def slot_terms(user: np.ndarray, ad: np.ndarray, position: np.ndarray) -> dict[str, np.ndarray]:
+    """The terms of the slot an ad was shown in (rows in time order): position and same-day fatigue."""
+    return {
+        "position": -POSITION_COEF * np.log(position),
+        "fatigue": -FATIGUE_COEF * np.log1p(earlier_exposures(user, ad)),
+    }
 
 
 def solve_intercept(z: np.ndarray, target: float) -> float:

@@ -31,6 +31,7 @@ import numpy as np
 from jobs import simulate
 from jobs import simulation_world as sw
 from jobs.config import PctrConfig, load_config
+from jobs.io import write_json_atomic
 from models.metrics import auc
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -144,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", default="3,8", help="comma-separated days of history to estimate from")
     args = parser.parse_args(argv)
     result = run(load_config(), args.scale, args.ds, [int(d) for d in args.history.split(",")])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"oracle-gap-{args.scale}.json"
-    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_json_atomic(RESULTS / f"oracle-gap-{args.scale}.json", result)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from jobs.config import PctrConfig, load_config
+from jobs.io import write_json_atomic
 from jobs.layout import ds_range
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -176,6 +177,7 @@ def bench_historical(cfg: PctrConfig, entities: Any) -> dict[str, Any]:
 
 def bench_feature_store(cfg: PctrConfig, ds: str, max_rows: int = 20_000, calls: int = 200) -> dict[str, Any]:
     """Feast: historical retrieval rows/s per offline store, online read latency per online store."""
+    from feature_repo.definitions import view_name
     from jobs.feast_store import feature_store
     from jobs.layout import Layout, day_bounds
     from jobs.training_set import entity_rows, split_days
@@ -188,8 +190,8 @@ def bench_feature_store(cfg: PctrConfig, ds: str, max_rows: int = 20_000, calls:
 
     users = entities["user_id"].drop_duplicates().head(calls).tolist()
     ads = entities["ad_id"].drop_duplicates().head(1000).tolist()
-    user_refs = [f"user_features:{f.name}" for f in batch_features("user")]
-    ad_refs = [f"ad_features:{f.name}" for f in batch_features("ad")]
+    user_refs = [f"{view_name('user')}:{f.name}" for f in batch_features("user")]
+    ad_refs = [f"{view_name('ad')}:{f.name}" for f in batch_features("ad")]
     for online in ("sqlite", "redis"):
         variant = cfg.model_copy(deep=True)
         variant.features.online_store = online
@@ -257,11 +259,6 @@ def bench_serving(cfg: PctrConfig, ds: str, requests: int = 300) -> dict[str, An
     }
 
 
-def _write(path: Path, result: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-
-
 PARTS = ("pipeline", "throughput")
 
 
@@ -297,11 +294,11 @@ def main(argv: list[str] | None = None) -> int:
                 ("serving", lambda: bench_serving(cfg, ds)),
             ):
                 result[name] = measure()
-                _write(path, result)  # what was measured survives a later failure
+                write_json_atomic(path, result)  # what was measured survives a later failure
     if "throughput" in parts:
         started_at = _now()
         result["throughput"] = {**bench_throughput(args.throughput_scale), "started_at": started_at}
-        _write(path, result)
+        write_json_atomic(path, result)
     print(json.dumps(result, indent=2, sort_keys=True))
     print(f"written to {path}")
     return 0

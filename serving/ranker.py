@@ -36,7 +36,7 @@ from models.features import (
     request_features,
     stat_name,
 )
-from serving.auction import PER_MILLE, FrequencyCap, Placement, explore, run_auction
+from serving.auction import FrequencyCap, Placement, ecpm, explore, run_auction
 from serving.bundle import verify
 from serving.served_log import ServedLog
 
@@ -298,7 +298,7 @@ class RankingEngine:
                 "advertiser_id": columns["advertiser_id"][p.index],
                 "slot": p.slot,
                 "pctr": float(pctr[p.index]),
-                "ecpm": float(PER_MILLE * bids[p.index] * pctr[p.index]),
+                "ecpm": float(ecpm(bids[p.index], pctr[p.index])),
                 "price": p.price,
                 "bid": float(bids[p.index]),
                 "explore": p.explore,

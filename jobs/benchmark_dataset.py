@@ -207,8 +207,7 @@ def _train_and_score(
         model = build(features, stats, cfg.train)
         history = train(model, fit_ds, val_ds, cfg.train, log=log)
         preds = model.predict(test_ds, verbose=0).ravel()
-        score = auc(test_labels, preds)
-        return {"auc": None if np.isnan(score) else score, "logloss": logloss(test_labels, preds)}, history
+        return {"auc": auc(test_labels, preds), "logloss": logloss(test_labels, preds)}, history
 
     model_metrics, history = fit_and_score(build_deepfm, "DeepFM")
     baseline_metrics, _ = fit_and_score(build_logistic, "logistic regression")

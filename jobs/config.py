@@ -24,12 +24,14 @@ class SimulationConfig(BaseModel):
     """Sizes of the simulated world; ``scale`` picks one of ``scales``."""
 
     seed: int = 7
-    # users, ads, advertisers, impressions per day
+    # users, ads, advertisers, impressions per day. Above tiny (tests), each scale keeps the design's
+    # traffic per entity (10B impressions a day over 100M users and 10M ads: 100 a user, 1,000 an
+    # ad), so that a user's or an ad's history carries as much signal as it would at full scale.
     scales: dict[str, tuple[int, int, int, int]] = {
         "tiny": (2_000, 300, 30, 20_000),
-        "small": (100_000, 5_000, 300, 1_000_000),
-        "medium": (1_000_000, 50_000, 2_000, 10_000_000),
-        "large": (10_000_000, 500_000, 20_000, 100_000_000),
+        "small": (10_000, 1_000, 60, 1_000_000),
+        "medium": (100_000, 10_000, 600, 10_000_000),
+        "large": (1_000_000, 100_000, 6_000, 100_000_000),
     }
     new_ads_per_day_fraction: float = 0.03
     base_ctr: float = 0.015
@@ -72,7 +74,7 @@ class TrainConfig(BaseModel):
     history_days: int = 3
     epochs: int = 3
     batch_size: int = 1024
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     embedding_dim: int = 8
     hash_buckets: int = 100_000
     hidden_units: tuple[int, ...] = (128, 64)

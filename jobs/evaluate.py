@@ -110,6 +110,8 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     layout = Layout(cfg.home)
     holdout = load_split(cfg, ds, "holdout")
     labels = holdout["label"].to_numpy()
+    if len(set(labels.tolist())) < 2:
+        raise ValueError(f"the holdout of ds={ds} has {len(labels)} rows of one label: its AUC is undefined")
     ranker = Predictor.load(ranker_dir(cfg, ds) / "saved_model", calibrator_path(cfg, ds, "ranker"))
     baseline = Predictor.load(ranker_dir(cfg, ds) / "baseline_saved_model", calibrator_path(cfg, ds, "baseline"))
     preds = {"ranker": ranker.predict(holdout), "baseline": baseline.predict(holdout)}

@@ -50,6 +50,8 @@ OUTPUT_COLUMNS = (
     "placement", "position", "device", "os", "country", "bid", "hour", "label", "click_ts",
     "neg_rate", "weight",
 )  # fmt: skip
+# the un-downsampled labelled log: what the feature job counts impressions and clicks from
+LABELLED_COLUMNS = ("impression_id", "ts", "user_id", "ad_id", "advertiser_id", "label")
 QUARANTINE_COLUMNS = ("event", "reason", "impression_id", "raw")
 
 
@@ -208,6 +210,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         F.when(F.col("label") == 1, 1.0).otherwise(1.0 / cfg.join.neg_rate).alias("weight"),
     )
     eval_sample = rows.where("in_eval").select(*row_names)
+    labelled_log = rows.select(*LABELLED_COLUMNS)
 
     # accounting of the clicks that arrived on ds: orphans match no impression of ds-1 or ds
     arrived = clicks.where(F.col("source_file").contains(f"/dt={ds}/"))
@@ -240,6 +243,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     ).unionByName(_quarantine(arrived.where(F.col("reason").isNotNull()), "click", F.col("reason")))
 
     _write_partition(layout.quarantine(ds), quarantine, partitions=1)
+    _write_partition(layout.labelled(ds), labelled_log, partitions=2)
     # Each side of the accounting is counted on its own: inputs on the cached frames, the quarantine
     # from the files written, kept and downsampled rows separately. A record lost or counted twice
     # anywhere breaks an equation in ``_stats``.
@@ -260,6 +264,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         "n_arrived": arrived.count(),
         "clean_clicks": arrived.where(F.col("reason").isNull()).count(),
         "q_counts": {f"{r['event']}:{r['reason']}": r["count"] for r in written},
+        "labelled_rows": spark.read.parquet(str(layout.labelled(ds) / "data")).count(),
     }
     _write_partition(layout.eval_sample(ds), eval_sample, partitions=2)
     stats = _stats(ds, cfg, layout, checksum=_checksum(joined), seconds=time.time() - started, **counts)
@@ -293,6 +298,7 @@ def _stats(
     n_arrived: int,
     clean_clicks: int,
     eval_rows: int,
+    labelled_rows: int,
     checksum: str,
     seconds: float,
 ) -> Stats:
@@ -316,11 +322,13 @@ def _stats(
         "output_path": str(layout.joined(ds) / "data"),
         "eval_sample_path": str(layout.eval_sample(ds) / "data"),
         "eval_sample_rows": eval_rows,
+        "labelled_path": str(layout.labelled(ds) / "data"),
+        "labelled_rows": labelled_rows,
         "quarantine_path": str(layout.quarantine(ds) / "data"),
         "checksum": checksum,
         "seconds": round(seconds, 2),
     }
-    impressions_reconcile = n_imps == n_clean + imp_q and n_clean == n_out + downsampled
+    impressions_reconcile = n_imps == n_clean + imp_q and n_clean == n_out + downsampled == labelled_rows
     clicks_reconcile = n_arrived == clean_clicks + click_q
     stats["reconciled"] = impressions_reconcile and clicks_reconcile
     if not stats["reconciled"]:

@@ -71,6 +71,10 @@ class Layout:
     def joined(self, ds: str | None = None) -> Path:
         return self._partition("joined", ds)
 
+    def labelled(self, ds: str | None = None) -> Path:
+        """Every clean impression of ds with its label, none downsampled: what counting features count."""
+        return self._partition("labelled", ds)
+
     def eval_sample(self, ds: str | None = None) -> Path:
         return self._partition("eval_sample", ds)
 

@@ -50,10 +50,10 @@ def build_index(embeddings: np.ndarray, kind: str) -> Any:
     return index
 
 
-def recall_at_k(user_emb: np.ndarray, clicked_rows: np.ndarray, index: Any, k: int) -> float:
-    """Share of held-out clicks whose ad is among the user's top-k retrieved ads."""
+def recall_at_k(user_emb: np.ndarray, clicked_rows: np.ndarray, index: Any, k: int) -> float | None:
+    """Share of held-out clicks whose ad is among the user's top-k retrieved ads (None without clicks)."""
     if len(clicked_rows) == 0:
-        return float("nan")
+        return None
     _, ids = index.search(np.ascontiguousarray(user_emb, dtype=np.float32), k)
     return float(np.mean([row in found for row, found in zip(clicked_rows, ids, strict=True)]))
 

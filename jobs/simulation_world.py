@@ -48,12 +48,17 @@ PLACEMENT_EFFECT = np.array([0.0, -0.15, 0.10, -0.05])
 CREATIVE_EFFECT = np.array([[0.0, 0.0, 0.0, 0.0], [-0.05, 0.20, 0.05, 0.25]])
 HOUR_EFFECT = 0.15 * np.cos(2 * np.pi * (np.arange(24) - 20) / 24)
 FATIGUE_COEF = 0.35  # times log1p(earlier exposures of the user to the ad that day)
+# Context x vertical: every category has its own hour of peak appeal (meals, evenings, office hours)
+# and its own lean per device (apps on phones, software on the web), drawn per world. A first-order
+# model over the same fields cannot represent them; they are what field crosses (the FM) are for.
+CATEGORY_HOUR_AMPLITUDE = 0.3
+CATEGORY_DEVICE_SD = 0.3
 USER_BIAS_SD = 0.45
 AD_QUALITY_SD = 0.4  # around the advertiser's quality
 RELEVANT_SHARE = 0.85  # the legacy server's share of interest-targeted (vs random) ads
 HOUR_VOLUME = (1 + 0.6 * np.sin(2 * np.pi * (np.arange(24) - 9) / 24)) / 24
 
-_TAG_WORLD, _TAG_ADS = 1, 2
+_TAG_WORLD, _TAG_ADS, _TAG_CONTEXT = 1, 2, 5
 
 
 def day_ms(day: dt.date) -> int:
@@ -132,6 +137,10 @@ class World:
         self.adv_campaigns = rng.integers(1, 5, a)
         self.adv_campaign_start = np.concatenate([[0], np.cumsum(self.adv_campaigns)[:-1]])
         self.advertiser_ids = np.char.add("adv", np.arange(a).astype(str)).astype(object)
+
+        context = np.random.default_rng([self.seed, _TAG_CONTEXT])
+        self.category_peak_hour = context.integers(0, 24, n_cat)
+        self.category_device = context.normal(0.0, CATEGORY_DEVICE_SD, (n_cat, len(DEVICES)))
         self.campaign_ids = np.char.add("c", np.arange(self.adv_campaigns.sum()).astype(str)).astype(object)
 
         self.per_day = max(1, round(self.new_ads_fraction * self.n_ads))
@@ -255,12 +264,15 @@ def base_terms(
     world: World, ads: Ads, user: np.ndarray, ad: np.ndarray, hour: np.ndarray, placement: np.ndarray
 ) -> dict[str, np.ndarray]:
     """The true click logit's terms that do not depend on the slot: they decide the legacy ranking."""
+    cat, device = ads.cat[ad], world.device[user]
     return {
-        "interest": interest_term(world.interest[user, ads.cat[ad]]),
+        "interest": interest_term(world.interest[user, cat]),
         "ad_quality": ads.quality[ad],
         "user_bias": world.user_bias[user],
-        "context": HOUR_EFFECT[hour] + DEVICE_EFFECT[world.device[user]] + PLACEMENT_EFFECT[placement]
-        + CREATIVE_EFFECT[ads.video[ad].astype(np.int64), placement],
+        "context": HOUR_EFFECT[hour] + DEVICE_EFFECT[device] + PLACEMENT_EFFECT[placement]
+        + CREATIVE_EFFECT[ads.video[ad].astype(np.int64), placement]
+        + CATEGORY_HOUR_AMPLITUDE * np.cos(2 * np.pi * (hour - world.category_peak_hour[cat]) / 24)
+        + world.category_device[cat, device],
     }  # fmt: skip
 
 

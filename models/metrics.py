@@ -2,7 +2,8 @@
 
 Predictions must already be calibrated probabilities (after ``Calibrator.predict``); nothing here
 corrects for downsampling. All results are plain floats/ints/lists/dicts so they log to MLflow and
-JSON directly. AUC is NaN when a set holds only one class.
+JSON directly. AUC is None when a set holds only one class (JSON has no NaN, and Airflow passes
+stage results on as JSON).
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ def _prepare(
     return y, p, w
 
 
-def auc(labels: np.ndarray, preds: np.ndarray, weights: np.ndarray | None = None) -> float:
+def auc(labels: np.ndarray, preds: np.ndarray, weights: np.ndarray | None = None) -> float | None:
     y, p, w = _prepare(labels, preds, weights)
     if np.unique(y).size < 2:
-        return float("nan")
+        return None
     return float(roc_auc_score(y, p, sample_weight=w))
 
 
@@ -98,7 +99,7 @@ def ece(labels: np.ndarray, preds: np.ndarray, weights: np.ndarray | None = None
     return float(sum(b["weight"] / total * abs(b["mean_pred"] - b["observed"]) for b in bins))
 
 
-def _segment_metrics(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, float]:
+def _segment_metrics(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, float | None]:
     return {
         "auc": auc(y, p, w),
         "logloss": logloss(y, p, w),

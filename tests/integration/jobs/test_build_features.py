@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from jobs.config import PctrConfig, load_config
+from jobs.join_logs import LABELLED_COLUMNS
 from jobs.layout import Layout, day_bounds, shift_ds
 from jobs.pipeline import run_stage
 from jobs.training_set import entity_rows
@@ -54,7 +55,10 @@ def _catalogs(layout: Layout) -> None:
 
 
 def _joined_day(layout: Layout, ds: str, rng: np.random.Generator, n: int = 60) -> pd.DataFrame:
-    """Joined rows of ds as join_logs writes them: negatives kept at NEG_RATE and weighted 1/NEG_RATE."""
+    """A day as join_logs writes it: the labelled log of every row, and the rows kept by downsampling.
+
+    Returns the labelled log, which is what the features count.
+    """
     ads = rng.choice(list(CATEGORIES), n)
     label = (rng.random(n) < 0.3).astype(np.int32)
     ts = day_bounds(ds)[0] + pd.to_timedelta(np.sort(rng.integers(0, 86_400, n)), unit="s")
@@ -76,8 +80,10 @@ def _joined_day(layout: Layout, ds: str, rng: np.random.Generator, n: int = 60) 
             "weight": np.where(label == 1, 1.0, 1.0 / NEG_RATE),
         }
     )
-    (layout.joined(ds) / "data").mkdir(parents=True)
-    frame.to_parquet(layout.joined(ds) / "data" / "part-0.parquet", index=False)
+    kept = frame[(frame["label"] == 1) | (rng.random(n) < NEG_RATE)]
+    for path, rows in ((layout.labelled(ds), frame[list(LABELLED_COLUMNS)]), (layout.joined(ds), kept)):
+        (path / "data").mkdir(parents=True)
+        rows.to_parquet(path / "data" / "part-0.parquet", index=False)
     (layout.joined(ds) / "_stats.json").write_text("{}")
     return frame
 
@@ -88,7 +94,7 @@ def _category(ad_id: str, ds: str) -> str:
 
 
 def expected_pairs(joined: dict[str, pd.DataFrame], ds: str) -> pd.DataFrame:
-    """The user x category features of ds from the joined rows of the days up to ds (spec defaults for none)."""
+    """The user x category features of ds from the labelled logs of the days up to ds (spec defaults for none)."""
     rows = pd.concat(
         [
             frame.assign(age=(dt.date.fromisoformat(ds) - dt.date.fromisoformat(day)).days)
@@ -100,10 +106,10 @@ def expected_pairs(joined: dict[str, pd.DataFrame], ds: str) -> pd.DataFrame:
     out = rows[KEYS].drop_duplicates().set_index(KEYS).sort_index()
     for w in ENTITIES["user_category"].windows:
         window = rows[rows["age"] < w]
-        global_ctr = window["label"].sum() / window["weight"].sum()
-        user = window.groupby("user_id").agg(i=("weight", "sum"), c=("label", "sum"))
+        global_ctr = window["label"].mean()
+        user = window.groupby("user_id").agg(i=("label", "size"), c=("label", "sum"))
         user_ctr = (user["c"] + CTR_PRIOR_IMPRESSIONS * global_ctr) / (user["i"] + CTR_PRIOR_IMPRESSIONS)
-        pair = window.groupby(KEYS).agg(i=("weight", "sum"), c=("label", "sum")).reindex(out.index)
+        pair = window.groupby(KEYS).agg(i=("label", "size"), c=("label", "sum")).reindex(out.index)
         active = rows[rows["age"] < 30].set_index(KEYS).index  # a pair only in the day leaving the window: defaults
         # a user without impressions in the window has the global CTR of the window
         prior = user_ctr.reindex(out.index.get_level_values("user_id")).fillna(global_ctr).to_numpy()

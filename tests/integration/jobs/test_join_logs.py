@@ -45,6 +45,9 @@ def test_every_record_is_accounted_for_exactly_once(joined) -> None:
     assert stats["reconciled"] is True
     rows = pd.read_parquet(stats["output_path"])
     assert len(rows) == stats["output_rows"] and rows["impression_id"].is_unique
+    labelled = pd.read_parquet(stats["labelled_path"])
+    assert len(labelled) == stats["labelled_rows"] == stats["clean_impressions"]
+    assert labelled["impression_id"].is_unique and set(rows["impression_id"]) <= set(labelled["impression_id"])
     quarantine = pd.read_parquet(Layout(cfg.home).quarantine(DS) / "data")
     assert len(quarantine) == imp_q + click_q
 
@@ -67,7 +70,7 @@ def test_labels_equal_the_truth_for_every_clean_kept_row(joined) -> None:
     window = pd.Timedelta(hours=cfg.join.attribution_window_hours)
     truth["expected"] = (truth["click_ts"].notna() & (truth["click_ts"] - truth["ts"] <= window)).astype(int)
     clean_truth = truth[truth["fault"].isna()].set_index("impression_id")
-    for path in (stats["output_path"], stats["eval_sample_path"]):
+    for path in (stats["output_path"], stats["eval_sample_path"], stats["labelled_path"]):
         rows = pd.read_parquet(path).set_index("impression_id")
         kept = rows.index.intersection(clean_truth.index)
         assert len(kept) > 0.9 * len(rows)

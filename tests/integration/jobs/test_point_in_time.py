@@ -29,28 +29,30 @@ def splits(tmp_path_factory: pytest.TempPathFactory):
             run_stage(cfg, "materialize", ds)
     run_stage(cfg, "training_set", DAYS[-1])
     layout = Layout(cfg.home)
-    joined = pd.concat([pd.read_parquet(layout.joined(d) / "data") for d in DAYS], ignore_index=True)
-    return cfg, joined
+    labelled = pd.concat([pd.read_parquet(layout.labelled(d) / "data") for d in DAYS], ignore_index=True)
+    return cfg, labelled
 
 
-def _expected(joined: pd.DataFrame, key: str, entity_id: str, ts: pd.Timestamp, days: int) -> tuple[float, float]:
-    """Impressions (re-weighted) and clicks of the entity over the ``days`` whole days before the impression's day."""
+def _expected(labelled: pd.DataFrame, key: str, entity_id: str, ts: pd.Timestamp, days: int) -> tuple[float, float]:
+    """Impressions and clicks of the entity over the ``days`` whole days before the impression's day."""
     day_start = pd.Timestamp(day_bounds(ts.date().isoformat())[0])
-    window = joined[
-        (joined[key] == entity_id) & (joined["ts"] < day_start) & (joined["ts"] >= day_start - pd.Timedelta(days=days))
+    window = labelled[
+        (labelled[key] == entity_id)
+        & (labelled["ts"] < day_start)
+        & (labelled["ts"] >= day_start - pd.Timedelta(days=days))
     ]
-    return float(window["weight"].sum()), float(window["label"].sum())
+    return float(len(window)), float(window["label"].sum())
 
 
 @pytest.mark.parametrize("split", ["train", "validation", "holdout"])
 def test_batch_features_equal_a_computation_from_strictly_earlier_data(splits, split: str) -> None:
-    cfg, joined = splits
+    cfg, labelled = splits
     rows = load_split(cfg, DAYS[-1], split).sample(n=60, random_state=1)
     checked = 0
     for _, row in rows.iterrows():
         for entity, key in (("user", "user_id"), ("ad", "ad_id"), ("advertiser", "advertiser_id")):
             for days in WINDOWS_DAYS:
-                impressions, clicks = _expected(joined, key, row[key], row["ts"], days)
+                impressions, clicks = _expected(labelled, key, row[key], row["ts"], days)
                 assert row[f"{entity}_impressions_{days}d"] == pytest.approx(impressions, rel=1e-5, abs=1e-4)
                 assert row[f"{entity}_clicks_{days}d"] == pytest.approx(clicks, abs=1e-4)
                 checked += 1
@@ -68,10 +70,10 @@ def test_rows_carry_the_catalog_bid_of_their_ad(splits) -> None:
 
 
 def test_features_never_use_the_impressions_own_day(splits) -> None:
-    cfg, joined = splits
+    cfg, labelled = splits
     holdout = load_split(cfg, DAYS[-1], "holdout")
     same_day_only = holdout[
-        ~holdout["user_id"].isin(joined[joined["ts"] < pd.Timestamp(DAYS[-1], tz="UTC")]["user_id"])
+        ~holdout["user_id"].isin(labelled[labelled["ts"] < pd.Timestamp(DAYS[-1], tz="UTC")]["user_id"])
     ]
     # users first seen on the holdout day have no history yet: their counts must be empty, not today's
     assert (same_day_only["user_impressions_30d"] == 0).all()

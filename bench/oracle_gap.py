@@ -14,6 +14,9 @@ its expected clicks; interest from the share of the user's impressions the targe
 category (the legacy server draws categories in proportion to interest), from all impressions or
 from the downsampled rows the pipeline keeps (every click, ``neg_rate`` of the rest).
 
+It also reports the additive ceiling (``additive_ceiling``): the best first-order model with every
+latent term known, i.e. how much of the oracle only field interactions can reach.
+
 ``python -m bench.oracle_gap [--scale small] [--ds 2026-11-06] [--history 3,8]`` writes
 ``bench/results/oracle-gap-<scale>.json``.
 """
@@ -45,13 +48,45 @@ def day_terms(world: sw.World, cfg: PctrConfig, ds: str, impressions: int) -> di
     hour = (log.imp_ms - sw.day_ms(dt.date.fromisoformat(ds))) // simulate.HOUR_MS
     terms = sw.base_terms(world, ads, user, ad, hour, log.placement)
     slot = sw.slot_terms(user, ad, log.position)
-    terms["known"] = terms.pop("context") + slot["position"] + slot["fatigue"]
+    fatigue = slot["fatigue"]
+    terms["known"] = terms.pop("context") + slot["position"] + fatigue
     logit = np.log(log.p_click) - np.log1p(-log.p_click)
     terms["intercept"] = logit - sum(terms.values())
     return {
         **terms, "label": (log.click_ms >= 0).astype(np.float64), "user": user, "ad": ads.num[ad],
-        "advertiser": ads.adv[ad], "category": ads.cat[ad],
+        "advertiser": ads.adv[ad], "category": ads.cat[ad], "hour": hour, "device": world.device[user],
+        "placement": log.placement, "creative": ads.video[ad].astype(np.int64), "position": log.position,
+        "fatigue": fatigue,
     }  # fmt: skip
+
+
+def additive_ceiling(fit_day: dict[str, np.ndarray], day: dict[str, np.ndarray]) -> float:
+    """AUC on ``day`` of the best first-order model that knows every latent term exactly.
+
+    A logistic regression on one-hot hour, device, placement, creative, category and position plus
+    the exact user bias, ad quality, interest and fatigue terms, fitted on ``fit_day`` (an earlier
+    day). What it misses of the oracle is the world's interactions (creative x placement, category x
+    hour, category x device): the most a model with field crosses can gain over a first-order one.
+    """
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+
+    def design(d: dict[str, np.ndarray]) -> sparse.csr_matrix:
+        rows = np.arange(len(d["label"]))
+        fields = [
+            *(d[f] for f in ("hour", "device", "placement", "creative", "category")),
+            np.minimum(d["position"], 10) - 1,
+        ]
+        sizes = (24, len(sw.DEVICES), len(sw.PLACEMENTS), len(sw.CREATIVES), len(sw.CATEGORIES), 10)
+        one_hot = [
+            sparse.csr_matrix((np.ones(len(rows)), (rows, f)), shape=(len(rows), size))
+            for f, size in zip(fields, sizes, strict=True)
+        ]
+        exact = sparse.csr_matrix(np.column_stack([d[t] for t in (*LATENT, "fatigue")]))
+        return sparse.hstack([*one_hot, exact]).tocsr()
+
+    model = LogisticRegression(C=10.0, max_iter=300).fit(design(fit_day), fit_day["label"])
+    return auc(day["label"], model.decision_function(design(day)))
 
 
 def _logit(day: dict[str, np.ndarray], replaced: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -126,6 +161,7 @@ def run(cfg: PctrConfig, scale: str, ds: str, history_days: list[int]) -> dict[s
         d: day_terms(world, cfg, (dt.date.fromisoformat(ds) - dt.timedelta(days=d)).isoformat(), impressions)
         for d in range(1, max(history_days) + 1)
     }
+    result["additive_ceiling_auc"] = round(additive_ceiling(earlier[1], day), 4)
     for days in history_days:
         history = {k: np.concatenate([earlier[d][k] for d in range(days, 0, -1)]) for k in day}
         est = estimates(world, history, day, cfg.join.neg_rate)

@@ -3,7 +3,7 @@
 Each rank reads its own share of the train split's Parquet shards; gradients are averaged with
 Horovod (Gloo); rank 0 checkpoints every epoch, exports the SavedModels and the Keras weights and
 writes ``result.json``. The logistic-regression baseline is small and trained by rank 0 alone after
-the ranker.
+the ranker, on the whole train split.
 """
 
 from __future__ import annotations
@@ -90,8 +90,18 @@ def main() -> None:
     model.save_weights(partial)
     os.replace(partial, out / RANKER_WEIGHTS)
     started_baseline = time.time()
+    # the baseline sees the whole split, as the ranker did across its ranks: a fair comparison
+    whole_train = load_split(cfg, args.ds, "train")
+    whole_val = load_split(cfg, args.ds, "validation")
     baseline = build_logistic(MODEL_FEATURES, stats, cfg.train)
-    train(baseline, train_ds, val_ds, cfg.train, hvd=None, log=log)
+    train(
+        baseline,
+        make_dataset(whole_train, whole_train["label"], cfg.train.batch_size, shuffle_seed=cfg.train.seed),
+        make_dataset(whole_val, whole_val["label"], 4 * cfg.train.batch_size),
+        cfg.train,
+        hvd=None,
+        log=log,
+    )
     export_saved_model(baseline, out / "baseline_saved_model")
     write_json_atomic(
         out / "result.json",

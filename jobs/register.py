@@ -57,7 +57,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         {
             "examples_per_second": training["examples_per_second"],
             "index_size": retrieval["index_size"],
-            **{k: v for k, v in retrieval.items() if k.startswith("recall_at_")},
+            **{k: v for k, v in retrieval.items() if k.startswith("recall_at_") and v is not None},
         }
     )
     with mlflow.start_run(run_name=f"daily-{ds}") as active:

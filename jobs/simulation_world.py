@@ -137,11 +137,11 @@ class World:
         self.adv_campaigns = rng.integers(1, 5, a)
         self.adv_campaign_start = np.concatenate([[0], np.cumsum(self.adv_campaigns)[:-1]])
         self.advertiser_ids = np.char.add("adv", np.arange(a).astype(str)).astype(object)
+        self.campaign_ids = np.char.add("c", np.arange(self.adv_campaigns.sum()).astype(str)).astype(object)
 
         context = np.random.default_rng([self.seed, _TAG_CONTEXT])
         self.category_peak_hour = context.integers(0, 24, n_cat)
         self.category_device = context.normal(0.0, CATEGORY_DEVICE_SD, (n_cat, len(DEVICES)))
-        self.campaign_ids = np.char.add("c", np.arange(self.adv_campaigns.sum()).astype(str)).astype(object)
 
         self.per_day = max(1, round(self.new_ads_fraction * self.n_ads))
         self.mean_life = self.n_ads / self.per_day

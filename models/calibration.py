@@ -11,8 +11,6 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
 Method = Literal["isotonic", "platt"]
 
@@ -67,6 +65,10 @@ class Calibrator:
 
         The labels must be un-downsampled (or ``sample_weight`` must undo the sampling).
         """
+        # imported here: the service only applies calibrators and should not load scikit-learn
+        from sklearn.isotonic import IsotonicRegression
+        from sklearn.linear_model import LogisticRegression
+
         p = correct_downsampling(np.ravel(scores), neg_rate)
         y = np.ravel(labels).astype(np.float64)
         w = None if sample_weight is None else np.ravel(sample_weight).astype(np.float64)

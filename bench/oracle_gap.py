@@ -48,15 +48,14 @@ def day_terms(world: sw.World, cfg: PctrConfig, ds: str, impressions: int) -> di
     hour = (log.imp_ms - sw.day_ms(dt.date.fromisoformat(ds))) // simulate.HOUR_MS
     terms = sw.base_terms(world, ads, user, ad, hour, log.placement)
     slot = sw.slot_terms(user, ad, log.position)
-    fatigue = slot["fatigue"]
-    terms["known"] = terms.pop("context") + slot["position"] + fatigue
+    terms["known"] = terms.pop("context") + slot["position"] + slot["fatigue"]
     logit = np.log(log.p_click) - np.log1p(-log.p_click)
     terms["intercept"] = logit - sum(terms.values())
     return {
         **terms, "label": (log.click_ms >= 0).astype(np.float64), "user": user, "ad": ads.num[ad],
         "advertiser": ads.adv[ad], "category": ads.cat[ad], "hour": hour, "device": world.device[user],
         "placement": log.placement, "creative": ads.video[ad].astype(np.int64), "position": log.position,
-        "fatigue": fatigue,
+        "fatigue": slot["fatigue"],
     }  # fmt: skip
 
 

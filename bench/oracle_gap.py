@@ -72,11 +72,9 @@ def additive_ceiling(fit_day: dict[str, np.ndarray], day: dict[str, np.ndarray])
 
     def design(d: dict[str, np.ndarray]) -> sparse.csr_matrix:
         rows = np.arange(len(d["label"]))
-        fields = [
-            *(d[f] for f in ("hour", "device", "placement", "creative", "category")),
-            np.minimum(d["position"], 10) - 1,
-        ]
-        sizes = (24, len(sw.DEVICES), len(sw.PLACEMENTS), len(sw.CREATIVES), len(sw.CATEGORIES), 10)
+        fields = [d["hour"], d["device"], d["placement"], d["creative"], d["category"], d["position"] - 1]
+        # positions run 1..max(MAX_SLOTS)
+        sizes = (24, len(sw.DEVICES), len(sw.PLACEMENTS), len(sw.CREATIVES), len(sw.CATEGORIES), max(sw.MAX_SLOTS))
         one_hot = [
             sparse.csr_matrix((np.ones(len(rows)), (rows, f)), shape=(len(rows), size))
             for f, size in zip(fields, sizes, strict=True)

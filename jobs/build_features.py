@@ -45,13 +45,13 @@ def _daily_aggregates(spark: SparkSession, layout: Layout, ds: str, ads: DataFra
 
     unknown = BY_NAME[CATEGORY_FEATURE].default  # what the ad feature holds for an ad missing from the catalog
     categories = F.broadcast(ads.select("ad_id", F.col("category").alias(CATEGORY_KEY)))
-    joined = (
+    labelled = (
         spark.read.parquet(str(layout.labelled(ds) / "data"))
         .join(categories, "ad_id", "left")
         .fillna({CATEGORY_KEY: unknown})
     )
     return {
-        entity: joined.groupBy(*ENTITIES[entity].keys).agg(
+        entity: labelled.groupBy(*ENTITIES[entity].keys).agg(
             F.count(F.lit(1)).cast("double").alias("impressions"),
             F.sum("label").cast("double").alias("clicks"),
             F.max("ts").alias("last_ts"),

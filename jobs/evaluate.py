@@ -110,7 +110,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     layout = Layout(cfg.home)
     holdout = load_split(cfg, ds, "holdout")
     labels = holdout["label"].to_numpy()
-    if len(set(labels.tolist())) < 2:
+    if np.unique(labels).size < 2:
         raise ValueError(f"the holdout of ds={ds} has {len(labels)} rows of one label: its AUC is undefined")
     ranker = Predictor.load(ranker_dir(cfg, ds) / "saved_model", calibrator_path(cfg, ds, "ranker"))
     baseline = Predictor.load(ranker_dir(cfg, ds) / "baseline_saved_model", calibrator_path(cfg, ds, "baseline"))

@@ -58,7 +58,8 @@ def main() -> None:
     common_rows = int(hvd.allreduce(np.array(len(train_df)), op=hvd.Min, name="rows_per_rank"))
     train_df = train_df.iloc[:common_rows]
     # one validation shard on disk: each rank scores its slice and the losses are summed across ranks
-    val_df = load_split(cfg, args.ds, "validation").iloc[hvd.rank() :: hvd.size()]
+    validation = load_split(cfg, args.ds, "validation")
+    val_df = validation.iloc[hvd.rank() :: hvd.size()]
     # unweighted on purpose: the model learns the downsampled odds and calibration undoes them
     train_ds = make_dataset(train_df, train_df["label"], cfg.train.batch_size, shuffle_seed=cfg.train.seed + hvd.rank())
     val_ds = make_dataset(val_df, val_df["label"], 4 * cfg.train.batch_size)
@@ -92,12 +93,11 @@ def main() -> None:
     started_baseline = time.time()
     # the baseline sees the whole split, as the ranker did across its ranks: a fair comparison
     whole_train = load_split(cfg, args.ds, "train")
-    whole_val = load_split(cfg, args.ds, "validation")
     baseline = build_logistic(MODEL_FEATURES, stats, cfg.train)
     train(
         baseline,
         make_dataset(whole_train, whole_train["label"], cfg.train.batch_size, shuffle_seed=cfg.train.seed),
-        make_dataset(whole_val, whole_val["label"], 4 * cfg.train.batch_size),
+        make_dataset(validation, validation["label"], 4 * cfg.train.batch_size),
         cfg.train,
         hvd=None,
         log=log,

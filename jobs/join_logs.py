@@ -22,6 +22,7 @@ from jobs.config import PctrConfig
 from jobs.io import Stats, staged_dir, write_stats
 from jobs.layout import Layout, day_bounds, shift_ds
 from jobs.spark import spark_session
+from models.features import EXPOSURES_FEATURE
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -47,7 +48,7 @@ CLICK_FIELDS: tuple[tuple[str, str], ...] = (("impression_id", "string"), ("ts",
 REQUIRED_IMPRESSION = ("impression_id", "ts", "user_id", "ad_id", "advertiser_id", "position", "bid")
 OUTPUT_COLUMNS = (
     "impression_id", "request_id", "ts", "user_id", "ad_id", "advertiser_id", "campaign_id",
-    "placement", "position", "device", "os", "country", "bid", "hour", "label", "click_ts",
+    "placement", "position", "device", "os", "country", "bid", "hour", EXPOSURES_FEATURE, "label", "click_ts",
     "neg_rate", "weight",
 )  # fmt: skip
 # the un-downsampled labelled log: what the feature job counts impressions and clicks from
@@ -193,10 +194,13 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         ).cast("int"),
     )
     labelled = labelled.withColumn("click_ts", F.when(F.col("label") == 1, F.col("click_ts")))
+    # every clean impression of ds is in this partition: its rank within (user, ad) is the day's earlier exposures
+    exposures = Window.partitionBy("user_id", "ad_id").orderBy("ts_parsed", "impression_id")
     row_columns = [
         "impression_id", "request_id", F.col("ts_parsed").alias("ts"), "user_id", "ad_id", "advertiser_id",
         "campaign_id", "placement", "position", "device", "os", "country", "bid",
-        F.hour("ts_parsed").cast("long").alias("hour"), "label", "click_ts",
+        F.hour("ts_parsed").cast("long").alias("hour"),
+        (F.row_number().over(exposures) - 1).cast("long").alias(EXPOSURES_FEATURE), "label", "click_ts",
     ]  # fmt: skip
     rows = labelled.select(
         *row_columns,

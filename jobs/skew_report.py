@@ -10,7 +10,10 @@ have held for the same impression and counts, per spec feature, the rows that di
   entity); the category is the served ``ad_category``, the key serving looked the pair up with;
 - request features: recomputed from the record's own request fields: ``hour`` from ``ts`` (UTC),
   ``position`` as ``cfg.serving.default_position`` (the slot the ranker scores every ad at; the
-  top-level ``position`` is the slot served), the ids and context fields from the record.
+  top-level ``position`` is the slot served), ``user_ad_impressions_today`` as the user's earlier
+  impressions of the ad in the day's served log (what the join counts from the impression log; a
+  service restarted mid-day, or several replicas, each counting only their own, show up here),
+  the ids and context fields from the record.
 
 Numbers match within a relative tolerance (float32 round trips), strings exactly.
 
@@ -36,7 +39,15 @@ import numpy as np
 from jobs.config import PctrConfig
 from jobs.io import Stats, write_stats
 from jobs.layout import Layout
-from models.features import CATEGORY_FEATURE, CATEGORY_KEY, FEAST_ENTITIES, FEATURES, Feature, batch_features
+from models.features import (
+    CATEGORY_FEATURE,
+    CATEGORY_KEY,
+    EXPOSURES_FEATURE,
+    FEAST_ENTITIES,
+    FEATURES,
+    Feature,
+    batch_features,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -125,6 +136,9 @@ def expected_values(cfg: PctrConfig, log: pd.DataFrame, offline: pd.DataFrame) -
             expected[f.name] = log["ts"].dt.hour.to_numpy()
         elif f.name == "position":
             expected[f.name] = cfg.serving.default_position
+        elif f.name == EXPOSURES_FEATURE:  # the user's earlier impressions of the ad in the day's served log
+            order = log["ts"].sort_values(kind="stable").index
+            expected[f.name] = log.loc[order].groupby(["user_id", "ad_id"]).cumcount().reindex(log.index)
         else:
             expected[f.name] = log[f.name] if f.name in log else None
     return fill_defaults(expected, FEATURES)

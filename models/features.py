@@ -24,6 +24,10 @@ CTR_PRIOR_IMPRESSIONS = 200.0
 CATEGORY_KEY = "category"
 CATEGORY_FEATURE = "ad_category"
 BID_FEATURE = "ad_bid"
+# How often the user was shown the ad earlier the same UTC day: ad fatigue, the steepest decline of a
+# user's CTR on an ad. The join counts it from the impression log; the service reads the same count
+# from the frequency cap's counters.
+EXPOSURES_FEATURE = "user_ad_impressions_today"
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,7 @@ def _build() -> tuple[Feature, ...]:
         Feature("os", "request", "string", "hash", "impression.os", "unknown"),
         Feature("country", "request", "string", "hash", "impression.country", "unknown"),
         Feature("hour", "request", "int64", "hash", "impression.ts", 0),
+        Feature(EXPOSURES_FEATURE, "request", "int64", "log_norm", "impression.(user_id, ad_id) earlier that day", 0),
     ]
     attributes = [
         Feature("user_age_bucket", "batch", "string", "hash", "users.age_bucket", "unknown", "user", "user"),

@@ -104,6 +104,8 @@ def explore(
 class FrequencyCap:
     """Impressions per (user, ad) served by this process today (UTC); an ad is capped at ``cap`` of them.
 
+    The counts are also the ranker's ``user_ad_impressions_today`` feature (ad fatigue).
+
     In-process only: with several replicas a user can see an ad up to ``cap`` times per replica.
     Counters restart each day, which also bounds their memory. Thread-safe, but checking and
     recording are separate steps, so concurrent requests of one user may overshoot the cap a little.
@@ -122,13 +124,17 @@ class FrequencyCap:
             self._day, self._counts = day, {}
         return self._counts
 
-    def allowed(self, user_id: str, ad_ids: Sequence[str], day: dt.date) -> np.ndarray:
-        """Boolean mask of the ads ``user_id`` may still see on ``day``."""
+    def seen(self, user_id: str, ad_ids: Sequence[str], day: dt.date) -> np.ndarray:
+        """How often ``user_id`` was served each of ``ad_ids`` on ``day`` so far (int64)."""
         with self._lock:
-            seen = self._today(day).get(user_id)
-            if not seen:
-                return np.ones(len(ad_ids), dtype=bool)
-            return np.fromiter((seen[a] < self.cap for a in ad_ids), dtype=bool, count=len(ad_ids))
+            counts = self._today(day).get(user_id)
+            if not counts:
+                return np.zeros(len(ad_ids), dtype=np.int64)
+            return np.fromiter((counts[a] for a in ad_ids), dtype=np.int64, count=len(ad_ids))
+
+    def allowed(self, seen: np.ndarray) -> np.ndarray:
+        """Boolean mask of the ads that may still be shown, from their ``seen`` counts."""
+        return seen < self.cap
 
     def record(self, user_id: str, ad_ids: Sequence[str], day: dt.date) -> None:
         with self._lock:

@@ -30,6 +30,7 @@ from models.features import (
     CATEGORY_KEY,
     CTR_PRIOR_IMPRESSIONS,
     ENTITIES,
+    EXPOSURES_FEATURE,
     FEATURES,
     MODEL_FEATURES,
     batch_features,
@@ -50,8 +51,9 @@ INPUT_NAMES = tuple(f.name for f in MODEL_FEATURES)  # the SavedModel's signatur
 USER_BATCH = tuple(batch_features("user"))
 # Per candidate too, but from Feast: the (user, category) statistics of the candidate's category.
 PAIR_BATCH = tuple(batch_features("user_category"))
-# Request features set by the server: the slot the model scores every ad at (position bias) and the hour.
-SERVER_SIDE = ("position", "hour")
+# Request features set by the server: the slot the model scores every ad at (position bias), the hour
+# and the user's impressions of each candidate today (the frequency cap's counts).
+SERVER_SIDE = ("position", "hour", EXPOSURES_FEATURE)
 # Whatever other request feature the spec declares comes with the request's context.
 CONTEXT = tuple(f for f in request_features() if f.name not in {"user_id", *AD_TABLE_FEATURES, *SERVER_SIDE})
 
@@ -188,9 +190,11 @@ class RankingEngine:
     def _warm_up(self) -> None:
         """Make the first, slow calls of the SavedModels, FAISS and Feast before any user waits on them."""
         user, _ = self.user_features("")
-        request = self._request_values("", user, {}, dt.datetime.now(dt.UTC))
+        now = dt.datetime.now(dt.UTC)
         rows = self.retrieve("", user)
-        self._scorer.predict(self._columns(request, rows, self.pair_features("", rows)))
+        self._scorer.predict(
+            self._columns(self._request_values("", user, {}, now), rows, self._per_user("", rows, now))
+        )
 
     def user_features(self, user_id: str) -> tuple[dict[str, Any], bool]:
         """The user's batch features (spec defaults where Feast has none) and whether Feast knew the user."""
@@ -236,11 +240,16 @@ class RankingEngine:
             values[f.name] = f.default if value is None else value
         return values
 
+    def _per_user(self, user_id: str, rows: np.ndarray, now: dt.datetime) -> dict[str, np.ndarray]:
+        """The candidates' values that depend on the user: pair features and the user's impressions of each today."""
+        seen = self._frequency.seen(user_id, self.ads["ad_id"][rows], now.date())
+        return {**self.pair_features(user_id, rows), EXPOSURES_FEATURE: seen}
+
     def _columns(
-        self, request: Mapping[str, Any], rows: np.ndarray, pairs: Mapping[str, np.ndarray]
+        self, request: Mapping[str, Any], rows: np.ndarray, per_user: Mapping[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """The ranker's batch: one row per candidate (``pairs``: its pair features), per-request values broadcast."""
-        columns = {name: self.ads[name][rows] for name in AD_TABLE_FEATURES} | dict(pairs)
+        """The ranker's batch: one row per candidate (``per_user``: see ``_per_user``), per-request values broadcast."""
+        columns = {name: self.ads[name][rows] for name in AD_TABLE_FEATURES} | dict(per_user)
         for name, value in request.items():
             columns[name] = np.full(len(rows), value, dtype=BY_NAME[name].numpy_dtype)
         return columns
@@ -276,13 +285,13 @@ class RankingEngine:
         explored = self._exploration_row()
         if explored is not None and explored not in rows:
             rows = np.append(rows, explored)
-        pairs = self.pair_features(user_id, rows)
+        per_user = self._per_user(user_id, rows, now)
         lap("pair_features")
-        columns = self._columns(self._request_values(user_id, user, context, now), rows, pairs)
+        columns = self._columns(self._request_values(user_id, user, context, now), rows, per_user)
         pctr = self._scorer.predict(columns)
         lap("scoring")
         bids, advertisers = self.ads[BID_FEATURE][rows], columns["advertiser_id"]
-        allowed = self._frequency.allowed(user_id, columns["ad_id"], now.date())
+        allowed = self._frequency.allowed(per_user[EXPOSURES_FEATURE])
         rules = {"reserve": self.cfg.reserve_price, "max_per_advertiser": self.cfg.max_ads_per_advertiser}
         placements = run_auction(pctr, bids, advertisers, allowed, slots=slots, **rules)
         if explored is not None:

@@ -10,6 +10,7 @@ import pytest
 from jobs import join_logs, simulate
 from jobs.config import PctrConfig, load_config
 from jobs.layout import Layout
+from models.features import EXPOSURES_FEATURE
 
 pytestmark = pytest.mark.integration
 DS = "2026-11-02"
@@ -87,6 +88,17 @@ def test_downsampling_keeps_every_positive_and_about_w_of_negatives(joined) -> N
     assert negatives_kept / clean_negatives == pytest.approx(cfg.join.neg_rate, abs=0.02)
     assert (rows["neg_rate"] == cfg.join.neg_rate).all()
     assert len(eval_rows) / stats["clean_impressions"] == pytest.approx(cfg.join.eval_sample_rate, abs=0.03)
+
+
+def test_rows_count_the_users_earlier_impressions_of_the_ad_that_day(joined) -> None:
+    _, _, stats, _, _ = joined
+    clean = pd.read_parquet(stats["labelled_path"]).sort_values(["ts", "impression_id"])
+    expected = clean.groupby(["user_id", "ad_id"]).cumcount().rename("expected")
+    expected.index = clean["impression_id"]
+    for path in (stats["output_path"], stats["eval_sample_path"]):
+        rows = pd.read_parquet(path).set_index("impression_id").join(expected)
+        assert (rows[EXPOSURES_FEATURE] == rows["expected"]).all()
+        assert rows[EXPOSURES_FEATURE].max() > 0
 
 
 def test_rerun_is_identical_and_raw_data_is_untouched(joined) -> None:

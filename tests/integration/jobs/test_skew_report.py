@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,15 @@ from jobs.config import PctrConfig, load_config
 from jobs.io import read_json
 from jobs.layout import FEATURE_ENTITIES, Layout, day_bounds, feature_event_time
 from jobs.skew_report import run
-from models.features import CATEGORY_FEATURE, CATEGORY_KEY, ENTITIES, FEATURES, Entity, batch_features
+from models.features import (
+    CATEGORY_FEATURE,
+    CATEGORY_KEY,
+    ENTITIES,
+    EXPOSURES_FEATURE,
+    FEATURES,
+    Entity,
+    batch_features,
+)
 from serving.served_log import ServedLog
 
 pytestmark = pytest.mark.integration
@@ -67,8 +76,12 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[PctrConfig, dict[str
 
 def _served_features(cfg: PctrConfig, features_of: dict[str, pd.DataFrame], ids: dict[str, str], now: dt.datetime,
                      context: dict[str, str]) -> dict[str, object]:  # fmt: skip
-    """The ranker's inputs: request values, then batch values from ``features_of`` (spec defaults if unknown)."""
+    """The ranker's inputs: request values, then batch values from ``features_of`` (spec defaults if unknown).
+
+    The user's exposures to the ad today are left at 0 for ``write_log`` to count.
+    """
     values: dict[str, object] = {**ids, **context, "position": cfg.serving.default_position, "hour": now.hour}
+    values[EXPOSURES_FEATURE] = 0
     for f in batch_features():  # the ad's category comes before the pair features that it keys
         table = features_of[f.entity]  # type: ignore[index]
         keys = {**ids, CATEGORY_KEY: values.get(CATEGORY_FEATURE)}
@@ -82,12 +95,14 @@ def _served_features(cfg: PctrConfig, features_of: dict[str, pd.DataFrame], ids:
 def write_log(cfg: PctrConfig, ds: str, features_of: dict[str, pd.DataFrame], n: int,
               stale: dict[int, dict[str, pd.DataFrame]] | None = None) -> None:  # fmt: skip
     """n impressions of ds, three per request, as ``RankingEngine._record`` logs them; row i in ``stale``
-    was served ``STALE`` from other feature tables."""
+    was served ``STALE`` from other feature tables. Requests cycle through the users and two blocks of ads,
+    so from the 11th request on users see ads again."""
     context = {"placement": "feed", "device": "mobile", "os": "ios", "country": "US"}
     log = ServedLog(Layout(cfg.home).served_log)
+    exposures: Counter[tuple[str, str]] = Counter()  # the service's frequency-cap counts
     users = [*USERS, "u_new"]  # u_new: cold start, served the spec defaults
     for start in range(0, n, 3):
-        now = day_bounds(ds)[0] + dt.timedelta(hours=5 * start // 3, minutes=7, seconds=1.5)
+        now = day_bounds(ds)[0] + dt.timedelta(hours=2 * start // 3, minutes=7, seconds=1.5)
         records = []
         for i in range(start, min(start + 3, n)):
             ad = i % len(KEYS["ad"]["ad_id"])
@@ -95,6 +110,8 @@ def write_log(cfg: PctrConfig, ds: str, features_of: dict[str, pd.DataFrame], n:
             served = _served_features(cfg, features_of, ids, now, context)
             if stale and i in stale:
                 served[STALE] = _served_features(cfg, stale[i], ids, now, context)[STALE]
+            served[EXPOSURES_FEATURE] = exposures[ids["user_id"], ids["ad_id"]]
+            exposures[ids["user_id"], ids["ad_id"]] += 1
             records.append({
                 "impression_id": f"{ds}-{i}", "request_id": f"{ds}-r{start}",
                 "ts": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -107,11 +124,11 @@ def write_log(cfg: PctrConfig, ds: str, features_of: dict[str, pd.DataFrame], n:
 
 def test_served_features_equal_to_offline_report_no_skew(home: tuple) -> None:
     cfg, tables = home
-    write_log(cfg, DAY2, tables[DAY1], n=15)  # impressions of DAY2 see DAY1's features
+    write_log(cfg, DAY2, tables[DAY1], n=33)  # impressions of DAY2 see DAY1's features
 
     stats = run(cfg, DAY2)
 
-    assert stats["rows_compared"] == 15
+    assert stats["rows_compared"] == 33
     assert set(stats["features"]) == {f.name for f in FEATURES}
     assert {name: v["mismatches"] for name, v in stats["features"].items() if v["mismatches"]} == {}
     assert all(v["example"] is None and v["mismatch_rate"] == 0.0 for v in stats["features"].values())
@@ -124,6 +141,16 @@ def test_served_features_equal_to_offline_report_no_skew(home: tuple) -> None:
         for line in path.read_text().splitlines()
     ]
     assert 0 < served.count(0.0) < len(served)  # known pairs and absent ones (spec default) were both compared
+    assert stats["features"][EXPOSURES_FEATURE]["mismatches"] == 0
+    assert max(exposures_served(cfg, DAY2)) == 1  # repeated (user, ad) impressions were compared too
+
+
+def exposures_served(cfg: PctrConfig, ds: str) -> list[int]:
+    return [
+        json.loads(line)["served_features"][EXPOSURES_FEATURE]
+        for path in (Layout(cfg.home).served_log / f"dt={ds}").glob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
 
 
 def test_stale_feature_shows_its_share_of_rows(home: tuple) -> None:

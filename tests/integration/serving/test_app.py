@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from jobs.layout import Layout
-from models.features import FEATURES, batch_features
+from models.features import EXPOSURES_FEATURE, FEATURES, batch_features
 from serving.app import create_app
 
 pytestmark = pytest.mark.integration
@@ -69,12 +69,26 @@ def test_an_unknown_user_still_gets_ads(live):
     assert len(result["ads"]) == 3
 
 
+def served_records(live) -> list[dict]:
+    return [
+        json.loads(line)
+        for path in sorted(Layout(live.cfg.home).served_log.glob("dt=*/*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+
+
 def test_an_ad_shown_frequency_cap_times_is_not_shown_again(live):
     assert live.cfg.serving.frequency_cap == 2
     first, second, third = ({a["ad_id"] for a in rank(live, "u-capped", slots=5)["ads"]} for _ in range(3))
     shown_twice = first & second
     assert shown_twice
     assert not third & shown_twice
+    # the ranker scored each ad with the user's impressions of it so far today
+    exposures: dict[str, list[int]] = {}
+    for record in served_records(live):
+        if record["user_id"] == "u-capped":
+            exposures.setdefault(record["ad_id"], []).append(record["served_features"][EXPOSURES_FEATURE])
+    assert {ad: exposures[ad] for ad in shown_twice} == {ad: [0, 1] for ad in shown_twice}
 
 
 def test_predict_api_matches_the_predictor(live, instances, expected_pctr):
@@ -87,11 +101,7 @@ def test_predict_api_matches_the_predictor(live, instances, expected_pctr):
 
 def test_served_impressions_are_logged_with_every_feature(live):
     result = rank(live, "u2", request_id="req-served-log")
-    lines = [
-        json.loads(line)
-        for path in (Layout(live.cfg.home).served_log).glob("dt=*/*.jsonl")
-        for line in path.read_text().splitlines()
-    ]
+    lines = served_records(live)
     logged = [r for r in lines if r["request_id"] == "req-served-log"]
     assert [(r["ad_id"], r["position"]) for r in logged] == [(a["ad_id"], a["slot"]) for a in result["ads"]]
     assert [r["pctr_served"] for r in logged] == [a["pctr"] for a in result["ads"]]

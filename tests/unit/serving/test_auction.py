@@ -117,9 +117,11 @@ def test_frequency_cap_counts_per_user_and_ad_and_restarts_each_day():
     cap = FrequencyCap(2)
     cap.record("u", ["a", "b"], DAY)
     cap.record("u", ["a"], DAY)
-    assert cap.allowed("u", ["a", "b", "c"], DAY).tolist() == [False, True, True]
-    assert cap.allowed("v", ["a"], DAY).tolist() == [True]
-    assert cap.allowed("u", ["a"], DAY + dt.timedelta(days=1)).tolist() == [True]
+    seen = cap.seen("u", ["a", "b", "c"], DAY)
+    assert seen.tolist() == [2, 1, 0]
+    assert cap.allowed(seen).tolist() == [False, True, True]
+    assert cap.seen("v", ["a"], DAY).tolist() == [0]
+    assert cap.seen("u", ["a"], DAY + dt.timedelta(days=1)).tolist() == [0]
 
 
 def test_frequency_cap_must_be_positive():

@@ -24,9 +24,9 @@ CTR_PRIOR_IMPRESSIONS = 200.0
 CATEGORY_KEY = "category"
 CATEGORY_FEATURE = "ad_category"
 BID_FEATURE = "ad_bid"
-# How often the user was shown the ad earlier the same UTC day: ad fatigue, the steepest decline of a
-# user's CTR on an ad. The join counts it from the impression log; the service reads the same count
-# from the frequency cap's counters.
+# How often the user was shown the ad earlier the same UTC day (ad fatigue: a repeat is clicked less).
+# The join counts it from the impression log; the service reads the same count from the frequency
+# cap's counters.
 EXPOSURES_FEATURE = "user_ad_impressions_today"
 
 

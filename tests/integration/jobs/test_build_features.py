@@ -19,7 +19,7 @@ from jobs.join_logs import LABELLED_COLUMNS
 from jobs.layout import Layout, day_bounds, shift_ds
 from jobs.pipeline import run_stage
 from jobs.training_set import entity_rows
-from models.features import CATEGORY_KEY, CTR_PRIOR_IMPRESSIONS, ENTITIES, batch_features
+from models.features import CATEGORY_KEY, CTR_PRIOR_IMPRESSIONS, ENTITIES, EXPOSURES_FEATURE, batch_features
 
 pytestmark = pytest.mark.integration
 
@@ -80,6 +80,7 @@ def _joined_day(layout: Layout, ds: str, rng: np.random.Generator, n: int = 60) 
             "weight": np.where(label == 1, 1.0, 1.0 / NEG_RATE),
         }
     )
+    frame[EXPOSURES_FEATURE] = frame.groupby(["user_id", "ad_id"]).cumcount()  # rows are in time order
     kept = frame[(frame["label"] == 1) | (rng.random(n) < NEG_RATE)]
     for path, rows in ((layout.labelled(ds), frame[list(LABELLED_COLUMNS)]), (layout.joined(ds), kept)):
         (path / "data").mkdir(parents=True)

@@ -16,6 +16,7 @@ from jobs.io import read_json
 from jobs.join_logs import OUTPUT_COLUMNS
 from jobs.layout import Layout, day_bounds
 from jobs.validate import DataQualityError, report_dir, run
+from models.features import EXPOSURES_FEATURE
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +77,7 @@ def write_joined(cfg: PctrConfig, ds: str, corrupt: str | None = None) -> None:
     full["click_ts"] = pd.to_datetime(full["click_ts"], utc=True).astype("datetime64[us, UTC]")
     full["position"] = full["position"].astype("int32")
     full["label"] = full["label"].astype("int32")
+    full[EXPOSURES_FEATURE] = full.sort_values("ts").groupby(["user_id", "ad_id"]).cumcount()
     negatives_kept = (full["label"] == 0) & (full.index % round(1 / w) == 1)
     joined = full[(full["label"] == 1) | negatives_kept].assign(neg_rate=w)
     joined["weight"] = joined["label"].map({1: 1.0, 0: 1.0 / w})

@@ -28,7 +28,7 @@ from serving.served_log import ServedLog
 
 pytestmark = pytest.mark.integration
 
-DAY1, DAY2, DAY3 = "2026-11-20", "2026-11-21", "2026-11-22"
+DAY1, DAY2, DAY3, DAY4 = "2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"
 USERS = ["u1", "u2", "u3", "u4"]
 # Ads' categories are drawn from ad_category_0..3; pairs cover some (user, category) combinations only.
 PAIRS = [(u, f"ad_category_{c}") for u in USERS[:3] for c in range(3)]
@@ -93,15 +93,19 @@ def _served_features(cfg: PctrConfig, features_of: dict[str, pd.DataFrame], ids:
 
 
 def write_log(cfg: PctrConfig, ds: str, features_of: dict[str, pd.DataFrame], n: int,
-              stale: dict[int, dict[str, pd.DataFrame]] | None = None) -> None:  # fmt: skip
+              stale: dict[int, dict[str, pd.DataFrame]] | None = None,
+              restart_at: int | None = None) -> None:  # fmt: skip
     """n impressions of ds, three per request, as ``RankingEngine._record`` logs them; row i in ``stale``
     was served ``STALE`` from other feature tables. Requests cycle through the users and two blocks of ads,
-    so from the 11th request on users see ads again."""
+    so from the 11th request on users see ads again. The service restarts before impression ``restart_at``:
+    its frequency-cap counts start from zero again."""
     context = {"placement": "feed", "device": "mobile", "os": "ios", "country": "US"}
     log = ServedLog(Layout(cfg.home).served_log)
     exposures: Counter[tuple[str, str]] = Counter()  # the service's frequency-cap counts
     users = [*USERS, "u_new"]  # u_new: cold start, served the spec defaults
     for start in range(0, n, 3):
+        if start == restart_at:
+            exposures.clear()
         now = day_bounds(ds)[0] + dt.timedelta(hours=2 * start // 3, minutes=7, seconds=1.5)
         records = []
         for i in range(start, min(start + 3, n)):
@@ -179,3 +183,15 @@ def test_missing_served_log_is_a_clear_error(home: tuple) -> None:
     cfg, _ = home
     with pytest.raises(FileNotFoundError, match=r"no served log for ds=2026-11-19: .*served.*pctr serve"):
         run(cfg, "2026-11-19")
+
+
+def test_exposure_counts_lost_by_a_restarted_service_show_as_skew(home: tuple) -> None:
+    cfg, tables = home
+    write_log(cfg, DAY4, tables[DAY2], n=33, restart_at=30)  # request 10 repeats request 0's ads to u1
+
+    stats = run(cfg, DAY4)
+
+    assert max(exposures_served(cfg, DAY4)) == 0
+    assert stats["features"][EXPOSURES_FEATURE]["mismatches"] == 3
+    assert stats["features"][EXPOSURES_FEATURE]["example"]["expected"] == 1
+    assert stats["max_batch_mismatch_rate"] == 0.0

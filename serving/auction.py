@@ -127,7 +127,9 @@ class FrequencyCap:
     def seen(self, user_id: str, ad_ids: Sequence[str], day: dt.date) -> np.ndarray:
         """How often ``user_id`` was served each of ``ad_ids`` on ``day`` so far (int64)."""
         with self._lock:
-            counts = self._today(day).get(user_id)
+            # reading never rolls the day over: a look at another day (the engine's warm-up, a replayed
+            # request) must not wipe today's counts; only ``record`` does
+            counts = self._counts.get(user_id) if day == self._day else None
             if not counts:
                 return np.zeros(len(ad_ids), dtype=np.int64)
             return np.fromiter((counts[a] for a in ad_ids), dtype=np.int64, count=len(ad_ids))

@@ -122,6 +122,9 @@ def test_frequency_cap_counts_per_user_and_ad_and_restarts_each_day():
     assert cap.allowed(seen).tolist() == [False, True, True]
     assert cap.seen("v", ["a"], DAY).tolist() == [0]
     assert cap.seen("u", ["a"], DAY + dt.timedelta(days=1)).tolist() == [0]
+    assert cap.seen("u", ["a"], DAY).tolist() == [2]  # looking at another day kept today's counts
+    cap.record("u", ["a"], DAY + dt.timedelta(days=1))
+    assert cap.seen("u", ["a"], DAY + dt.timedelta(days=1)).tolist() == [1]
 
 
 def test_frequency_cap_must_be_positive():

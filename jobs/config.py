@@ -71,8 +71,8 @@ class TrainConfig(BaseModel):
     """Ranker and retrieval training."""
 
     num_proc: int = 2
-    history_days: int = 3
-    epochs: int = 3
+    history_days: int = 7
+    epochs: int = 6
     batch_size: int = 1024
     learning_rate: float = 1e-3
     embedding_dim: int = 8

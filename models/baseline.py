@@ -27,9 +27,10 @@ class SumWithBias(keras.layers.Layer):
         return ops.sum(ops.stack(inputs, axis=0), axis=0) + self.bias
 
 
-def linear_logit(encoded: EncodedFeatures) -> keras.KerasTensor:
-    """First-order logit: a 1-dim embedding per categorical, a weight per numeric, one bias."""
-    return SumWithBias(name="linear")(field_vectors(encoded, 1, "linear"))
+def linear_logit(encoded: EncodedFeatures, features: Sequence[Feature] | None = None) -> keras.KerasTensor:
+    """First-order logit over ``features`` (default: all encoded): a 1-dim embedding per categorical,
+    a weight per numeric, one bias."""
+    return SumWithBias(name="linear")(field_vectors(encoded, 1, "linear", features))
 
 
 def build_logistic(features: Sequence[Feature], stats: FeatureStats, cfg_train: TrainConfig) -> keras.Model:

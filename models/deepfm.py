@@ -36,14 +36,17 @@ def build_deepfm(features: Sequence[Feature], stats: FeatureStats, cfg_train: Tr
     """DeepFM over ``features``: input dict keyed by feature name, output ``pctr`` (batch, 1).
 
     The FM and the DNN share the ``embedding_dim`` field embeddings (categorical embeddings and
-    numerics projected to ``embedding_dim``); the first-order terms have their own weights. The
+    numerics projected to ``embedding_dim``); the first-order terms have their own weights. Every
+    feature is an input, so that the ranker and the baseline share one signature, but those marked
+    ``deepfm=False`` get no weights. The
     DNN's last layer has no bias because the first-order term already carries the global one.
     Seeds Keras's global RNG from ``cfg_train.seed`` so that a config always gives the same
     initial weights.
     """
     keras.utils.set_random_seed(cfg_train.seed)
     encoded = encode_features(features, stats, cfg_train.hash_buckets)
-    embeddings = field_vectors(encoded, cfg_train.embedding_dim, "emb")
+    used = [f for f in features if f.deepfm]
+    embeddings = field_vectors(encoded, cfg_train.embedding_dim, "emb", used)
 
     fm = FactorizationMachine(name="fm")(embeddings)
     hidden = keras.layers.Concatenate(name="dnn_input")(embeddings)
@@ -51,6 +54,6 @@ def build_deepfm(features: Sequence[Feature], stats: FeatureStats, cfg_train: Tr
         hidden = keras.layers.Dense(units, activation="relu", name=f"dnn_{i}")(hidden)
     dnn = keras.layers.Dense(1, use_bias=False, name="dnn_logit")(hidden)
 
-    logit = keras.layers.Add(name="logit")([linear_logit(encoded), fm, dnn])
+    logit = keras.layers.Add(name="logit")([linear_logit(encoded, used), fm, dnn])
     pctr = keras.layers.Activation("sigmoid", name="pctr")(logit)
     return keras.Model(encoded.inputs, pctr, name="deepfm")

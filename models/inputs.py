@@ -200,15 +200,17 @@ def encode_features(features: Sequence[Feature], stats: FeatureStats, hash_bucke
     return EncodedFeatures(tuple(features), inputs, hashed, numeric, hash_buckets)
 
 
-def field_vectors(encoded: EncodedFeatures, dim: int, prefix: str) -> list[keras.KerasTensor]:
-    """One ``(batch, dim)`` vector per field, in spec order.
+def field_vectors(
+    encoded: EncodedFeatures, dim: int, prefix: str, features: Sequence[Feature] | None = None
+) -> list[keras.KerasTensor]:
+    """One ``(batch, dim)`` vector per field of ``features`` (default: all encoded), in spec order.
 
     Categoricals look up their own ``dim``-wide embedding table; a numeric field is its
     standardised value times a learned ``dim`` vector (no bias, so a zero value contributes
     nothing, as in FM). With ``dim=1`` these are the first-order weights of a linear model.
     """
     vectors: list[keras.KerasTensor] = []
-    for feature in encoded.features:
+    for feature in encoded.features if features is None else features:
         name = f"{prefix}_{feature.name}"
         if feature.categorical:
             emb = keras.layers.Embedding(encoded.hash_buckets, dim, name=name)(encoded.hashed[feature.name])

@@ -36,10 +36,10 @@ def build_deepfm(features: Sequence[Feature], stats: FeatureStats, cfg_train: Tr
     """DeepFM over ``features``: input dict keyed by feature name, output ``pctr`` (batch, 1).
 
     The FM and the DNN share the ``embedding_dim`` field embeddings (categorical embeddings and
-    numerics projected to ``embedding_dim``); the first-order terms have their own weights. Every
-    feature is an input, so that the ranker and the baseline share one signature, but those marked
-    ``deepfm=False`` get no weights. The
+    numerics projected to ``embedding_dim``); the first-order terms have their own weights. The
     DNN's last layer has no bias because the first-order term already carries the global one.
+    Every feature is an input, so that the ranker and the baseline share one signature, but those
+    marked ``deepfm=False`` get no weights.
     Seeds Keras's global RNG from ``cfg_train.seed`` so that a config always gives the same
     initial weights.
     """

@@ -137,7 +137,7 @@ def expected_values(cfg: PctrConfig, log: pd.DataFrame, offline: pd.DataFrame) -
         elif f.name == "position":
             expected[f.name] = cfg.serving.default_position
         elif f.name == EXPOSURES_FEATURE:  # the user's earlier impressions of the ad in the day's served log
-            order = log["ts"].sort_values(kind="stable").index
+            order = log.sort_values(["ts", "impression_id"]).index  # the join's order of a day's impressions
             expected[f.name] = log.loc[order].groupby(["user_id", "ad_id"]).cumcount().reindex(log.index)
         else:
             expected[f.name] = log[f.name] if f.name in log else None

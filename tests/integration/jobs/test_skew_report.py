@@ -4,7 +4,6 @@ written with the service's own ``ServedLog`` in the shape ``serving.ranker`` log
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections import Counter
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 from jobs.config import PctrConfig, load_config
 from jobs.io import read_json
 from jobs.layout import FEATURE_ENTITIES, Layout, day_bounds, feature_event_time
-from jobs.skew_report import run
+from jobs.skew_report import read_served_log, run
 from models.features import (
     CATEGORY_FEATURE,
     CATEGORY_KEY,
@@ -139,22 +138,16 @@ def test_served_features_equal_to_offline_report_no_skew(home: tuple) -> None:
     assert stats["features"]["hour"]["kind"] == "request" and stats["features"][STALE]["kind"] == "batch"
     assert stats["max_batch_mismatch_rate"] == 0.0
     assert read_json(Layout(cfg.home).stage_output("skew_report", DAY2) / "_stats.json") == stats
-    served = [
-        json.loads(line)["served_features"]["user_category_ctr_30d"]
-        for path in (Layout(cfg.home).served_log / f"dt={DAY2}").glob("*.jsonl")
-        for line in path.read_text().splitlines()
-    ]
+    served = served_values(cfg, DAY2, "user_category_ctr_30d")
     assert 0 < served.count(0.0) < len(served)  # known pairs and absent ones (spec default) were both compared
     assert stats["features"][EXPOSURES_FEATURE]["mismatches"] == 0
-    assert max(exposures_served(cfg, DAY2)) == 1  # repeated (user, ad) impressions were compared too
+    assert max(served_values(cfg, DAY2, EXPOSURES_FEATURE)) == 1  # repeated (user, ad) impressions were compared too
 
 
-def exposures_served(cfg: PctrConfig, ds: str) -> list[int]:
-    return [
-        json.loads(line)["served_features"][EXPOSURES_FEATURE]
-        for path in (Layout(cfg.home).served_log / f"dt={ds}").glob("*.jsonl")
-        for line in path.read_text().splitlines()
-    ]
+def served_values(cfg: PctrConfig, ds: str, name: str) -> list:
+    """One served feature's values in the served log of ds."""
+    log, _ = read_served_log(cfg, ds)
+    return [features[name] for features in log["served_features"]]
 
 
 def test_stale_feature_shows_its_share_of_rows(home: tuple) -> None:
@@ -191,7 +184,7 @@ def test_exposure_counts_lost_by_a_restarted_service_show_as_skew(home: tuple) -
 
     stats = run(cfg, DAY4)
 
-    assert max(exposures_served(cfg, DAY4)) == 0
+    assert max(served_values(cfg, DAY4, EXPOSURES_FEATURE)) == 0
     assert stats["features"][EXPOSURES_FEATURE]["mismatches"] == 3
     assert stats["features"][EXPOSURES_FEATURE]["example"]["expected"] == 1
     assert stats["max_batch_mismatch_rate"] == 0.0

@@ -179,13 +179,11 @@ def _fill_missing(frame: pd.DataFrame, columns: Sequence[str], features: Sequenc
 def _train_and_score(
     cfg: PctrConfig, frame: pd.DataFrame, labels: Any, features: list[Feature], log: Callable[[str], None]
 ) -> dict[str, Any]:
-    import numpy as np
-
     from models.baseline import build_logistic
     from models.deepfm import build_deepfm
     from models.inputs import compute_feature_stats, make_dataset
     from models.metrics import auc, logloss
-    from models.training import train
+    from models.training import examples_per_second, train
 
     n_train = int(len(frame) * TRAIN_FRACTION)
     n_fit = n_train - int(n_train * VALIDATION_FRACTION)
@@ -193,7 +191,11 @@ def _train_and_score(
         raise ValueError(f"{len(frame)} rows are too few for a train/validation/test split")
     parts = {"fit": slice(0, n_fit), "validation": slice(n_fit, n_train), "test": slice(n_train, None)}
     numeric = [f for f in features if not f.categorical]
-    stats = compute_feature_stats({f.name: frame[f.name].to_numpy()[: parts["fit"].stop] for f in numeric}, features)
+    stats = compute_feature_stats(
+        {f.name: frame[f.name].to_numpy()[: parts["fit"].stop] for f in features},
+        features,
+        max_buckets=cfg.train.max_hash_buckets,
+    )
     batch = cfg.train.batch_size
     fit_ds = make_dataset(frame.iloc[parts["fit"]], labels[parts["fit"]], batch, features, shuffle_seed=cfg.train.seed)
     # prediction needs no gradients: bigger batches, fewer steps
@@ -218,5 +220,5 @@ def _train_and_score(
         "validation_rows": n_train - n_fit,
         "base_rate": round(float(test_labels.mean()), 6),
         "features": {"categorical": [f.name for f in features if f.categorical], "numeric": [f.name for f in numeric]},
-        "examples_per_second": round(float(np.mean(history["examples_per_sec"])), 1),
+        "examples_per_second": examples_per_second(history),
     }

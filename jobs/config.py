@@ -76,7 +76,8 @@ class TrainConfig(BaseModel):
     batch_size: int = 1024
     learning_rate: float = 1e-3
     embedding_dim: int = 8
-    hash_buckets: int = 100_000
+    # the cap of any categorical's hash buckets, which are sized from its distinct training values
+    max_hash_buckets: int = 1_000_000
     hidden_units: tuple[int, ...] = (128, 64)
     early_stopping_patience: int = Field(1, ge=1)
     seed: int = 42

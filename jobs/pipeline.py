@@ -17,13 +17,17 @@ from jobs.io import Stats
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of the daily run: ``module.run(cfg, ds, **kwargs) -> Stats``; ``after`` names its inputs."""
+    """One step of the daily run: ``module.run(cfg, ds, **kwargs) -> Stats``; ``after`` names its inputs.
+
+    ``spark``: the stage opens a Spark session (the local runner keeps it for a next stage that does too).
+    """
 
     name: str
     module: str
     after: tuple[str, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     help: str = ""
+    spark: bool = False
 
     @property
     def command(self) -> str:
@@ -31,10 +35,12 @@ class Stage:
 
 
 DAILY_STAGES: tuple[Stage, ...] = (
-    Stage("validate_raw", "jobs.validate", (), {"stage": "raw"}, "Great Expectations gate on the raw logs of ds"),
-    Stage("join_logs", "jobs.join_logs", ("validate_raw",), help="Spark join, quarantine, label, downsample"),
-    Stage("validate_joined", "jobs.validate", ("join_logs",), {"stage": "joined"}, "gate on the joined rows"),
-    Stage("build_features", "jobs.build_features", ("validate_joined",), help="Spark batch features of ds"),
+    Stage("validate_raw", "jobs.validate", (), {"stage": "raw"}, "Great Expectations gate on the raw logs of ds", True),
+    Stage(
+        "join_logs", "jobs.join_logs", ("validate_raw",), help="Spark join, quarantine, label, downsample", spark=True
+    ),
+    Stage("validate_joined", "jobs.validate", ("join_logs",), {"stage": "joined"}, "gate on the joined rows", True),
+    Stage("build_features", "jobs.build_features", ("validate_joined",), help="Spark batch features of ds", spark=True),
     Stage("materialize", "jobs.materialize", ("build_features",), help="Feast apply + materialize ds"),
     Stage("training_set", "jobs.training_set", ("materialize",), help="point-in-time training splits from Feast"),
     Stage("train", "jobs.train", ("training_set",), help="DeepFM (and baseline) with horovodrun"),
@@ -47,11 +53,22 @@ DAILY_STAGES: tuple[Stage, ...] = (
 STAGES_BY_NAME = {s.name: s for s in DAILY_STAGES}
 
 
-def run_stage(cfg: PctrConfig, name: str, ds: str) -> Stats:
-    """Run one stage of ds and return its summary (also written as ``_stats.json``)."""
+def run_stage(cfg: PctrConfig, name: str, ds: str, keep_spark: bool = False) -> Stats:
+    """Run one stage of ds and return its summary (also written as ``_stats.json``).
+
+    A Spark session the stage opened is stopped, JVM included, when it returns (unless ``keep_spark``,
+    for a next stage in this process that uses Spark too): the local runner and an Airflow task
+    process would otherwise hold a JVM's heap through every later stage, training included.
+    """
+    from jobs.spark import stop_spark
+
     stage = STAGES_BY_NAME[name]
     module = importlib.import_module(stage.module)
-    return module.run(cfg, ds, **stage.kwargs)
+    try:
+        return module.run(cfg, ds, **stage.kwargs)
+    finally:
+        if not keep_spark:
+            stop_spark()
 
 
 def run_stage_task(name: str, ds: str) -> Stats:
@@ -61,19 +78,25 @@ def run_stage_task(name: str, ds: str) -> Stats:
     return run_stage(load_config(), name, ds)
 
 
-def run_day(cfg: PctrConfig, ds: str, until: str | None = None, log: Any = print) -> dict[str, Any]:
-    """Run the stages of ds in order, without Airflow (``pctr run-day``); stop after ``until`` if given."""
+def run_day(
+    cfg: PctrConfig, ds: str, until: str | None = None, log: Any = print, keep_spark: bool = False
+) -> dict[str, Any]:
+    """Run the stages of ds in order, without Airflow (``pctr run-day``); stop after ``until`` if given.
+
+    Spark is stopped after the last of consecutive Spark stages, unless ``keep_spark``: a caller that
+    runs several days keeps one session for all of them and stops it itself (``jobs.spark.stop_spark``).
+    """
     if until is not None and until not in STAGES_BY_NAME:
         raise ValueError(f"unknown stage {until!r}; stages: {', '.join(STAGES_BY_NAME)}")
     report: dict[str, Any] = {"ds": ds, "stages": {}}
-    for stage in DAILY_STAGES:
+    last = DAILY_STAGES.index(STAGES_BY_NAME[until]) if until is not None else len(DAILY_STAGES) - 1
+    for i, stage in enumerate(DAILY_STAGES[: last + 1]):
         started = time.time()
         log(f"[{ds}] {stage.name} ...")
-        stats = run_stage(cfg, stage.name, ds)
+        next_uses_spark = i < last and DAILY_STAGES[i + 1].spark
+        stats = run_stage(cfg, stage.name, ds, keep_spark=keep_spark or next_uses_spark)
         seconds = round(time.time() - started, 2)
         report["stages"][stage.name] = {"status": "ok", "seconds": seconds}
         report[stage.name] = stats
         log(f"[{ds}] {stage.name} ok ({seconds} s)")
-        if stage.name == until:
-            break
     return report

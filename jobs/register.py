@@ -13,6 +13,7 @@ from jobs.io import Stats, read_json, write_stats
 from jobs.layout import Layout
 from jobs.retrieval import retrieval_dir
 from jobs.train import RANKER_WEIGHTS, ranker_dir
+from jobs.training_set import FEATURE_STATS
 
 EXPERIMENT = "pctr-daily"
 CHAMPION = "champion"
@@ -72,6 +73,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
                 "saved_model": str(ranker_dir(cfg, ds) / "saved_model"),
                 "calibrator": str(calibrator_path(cfg, ds)),
                 "weights": str(ranker_dir(cfg, ds) / RANKER_WEIGHTS),
+                "feature_stats": str(ranker_dir(cfg, ds) / FEATURE_STATS),
             },
             # explicit requirements: inferring them would load TensorFlow in a subprocess
             pip_requirements=["pctr", "tensorflow-cpu==2.21.0"],
@@ -99,11 +101,12 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     return write_stats(Layout(cfg.home).stage_output("register", ds), stats)
 
 
-def download_ranker_weights(cfg: PctrConfig, ref: str, dest: Path) -> tuple[str, Path] | None:
-    """The Keras weights of registered version ``ref`` (alias or number) of the ranker, downloaded into ``dest``.
+def download_ranker_weights(cfg: PctrConfig, ref: str, dest: Path) -> tuple[str, Path, Path] | None:
+    """Weights and feature statistics of registered ranker version ``ref`` (alias or number), downloaded to ``dest``.
 
-    Returns (version, path); None when ``ref`` is an alias that is not set yet (the first run of a
-    warm-started pipeline has no champion). A version number that does not exist raises.
+    Returns (version, weights path, feature statistics path); None when ``ref`` is an alias that is
+    not set yet (the first run of a warm-started pipeline has no champion). A version number that
+    does not exist raises.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -118,12 +121,14 @@ def download_ranker_weights(cfg: PctrConfig, ref: str, dest: Path) -> tuple[str,
         if ref.isdigit():
             raise LookupError(f"train.warm_start={ref}: {cfg.model_name} has no version {ref}") from error
         return None
-    uri = f"models:/{cfg.model_name}/{version.version}/artifacts/{RANKER_WEIGHTS}"
-    try:
-        path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest))
-    except (MlflowException, OSError) as error:
-        raise LookupError(f"train.warm_start={ref}: version {version.version} has no ranker weights ({uri})") from error
-    return str(version.version), Path(path)
+    paths = []
+    for artifact in (RANKER_WEIGHTS, FEATURE_STATS):
+        uri = f"models:/{cfg.model_name}/{version.version}/artifacts/{artifact}"
+        try:
+            paths.append(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest))))
+        except (MlflowException, OSError) as error:
+            raise LookupError(f"train.warm_start={ref}: version {version.version} has no {artifact} ({uri})") from error
+    return str(version.version), paths[0], paths[1]
 
 
 def _champion_version(client: Any, name: str) -> str | None:

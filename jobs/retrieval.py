@@ -17,6 +17,7 @@ from jobs.catalog import latest_catalog
 from jobs.config import PctrConfig
 from jobs.io import Stats, write_stats
 from jobs.layout import Layout
+from jobs.split_stream import row_groups, stream_dataset
 from jobs.training_set import load_feature_stats, load_split
 from models.features import AD_TABLE_FEATURES, ENTITIES
 
@@ -64,7 +65,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
 
     from models.export import export_saved_model
     from models.features import tower_features
-    from models.inputs import fill_defaults, make_dataset, to_tensors
+    from models.inputs import fill_defaults, to_tensors
     from models.retrieval import build_two_tower, get_tower
     from models.training import train
 
@@ -72,22 +73,23 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     layout = Layout(cfg.home)
     out = retrieval_dir(cfg, ds)
     out.mkdir(parents=True, exist_ok=True)
-    train_df = load_split(cfg, ds, "train")
-    val_df = load_split(cfg, ds, "validation")
     model = build_two_tower(load_feature_stats(cfg, ds), cfg.train)
     inputs = [*tower_features("user"), *tower_features("ad")]
+    batch = cfg.train.batch_size
     history = train(
         model,
-        make_dataset(train_df, train_df["label"], cfg.train.batch_size, inputs, shuffle_seed=cfg.train.seed),
-        make_dataset(val_df, val_df["label"], 4 * cfg.train.batch_size, inputs),
+        stream_dataset(row_groups(cfg, ds, "train"), inputs, batch, shuffle_seed=cfg.train.seed),
+        stream_dataset(row_groups(cfg, ds, "validation"), inputs, 4 * batch),
         cfg.train,
         epochs=cfg.train.retrieval_epochs,
     )
     user_tower, ad_tower = get_tower(model, "user"), get_tower(model, "ad")
     ads = active_ads(layout, ds)
     ad_features = tower_features("ad")
-    batch = 4 * cfg.train.batch_size  # no gradients: bigger batches than training
-    ad_emb = ad_tower.predict(to_tensors(fill_defaults(ads, ad_features), ad_features), batch_size=batch, verbose=0)
+    predict_batch = 4 * batch  # no gradients: bigger batches than training
+    ad_emb = ad_tower.predict(
+        to_tensors(fill_defaults(ads, ad_features), ad_features), batch_size=predict_batch, verbose=0
+    )
     index = build_index(ad_emb, cfg.train.retrieval_index)
     faiss.write_index(index, str(out / "faiss.index"))
     ads.to_parquet(out / "ads.parquet", index=False)
@@ -97,7 +99,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     clicks = holdout[holdout["label"] == 1]
     row_of = {ad_id: i for i, ad_id in enumerate(ads["ad_id"])}
     clicks = clicks[clicks["ad_id"].isin(row_of)]
-    user_emb = user_tower.predict(to_tensors(clicks, tower_features("user")), batch_size=batch, verbose=0)
+    user_emb = user_tower.predict(to_tensors(clicks, tower_features("user")), batch_size=predict_batch, verbose=0)
     k = cfg.serving.retrieval_k
     result: Stats = {
         "stage": "train_retrieval",

@@ -39,3 +39,31 @@ def spark_session(cfg: PctrConfig) -> SparkSession:
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def stop_spark() -> None:
+    """Stop this process's Spark session and its JVM, returning the JVM's memory to the machine.
+
+    ``SparkSession.stop()`` alone leaves the py4j gateway JVM running with its heap; that JVM exits
+    when its stdin closes (PySpark's gateway server watches it), so close it and wait.
+    """
+    import sys
+
+    if "pyspark" not in sys.modules:
+        return
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    gateway.shutdown()
+    process = getattr(gateway, "proc", None)
+    if process is not None:
+        process.stdin.close()
+        process.wait(timeout=60)
+    SparkContext._gateway = None
+    SparkContext._jvm = None

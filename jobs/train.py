@@ -7,6 +7,7 @@ The launcher writes the exact configuration the workers use to the run directory
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,29 +21,56 @@ from jobs.layout import Layout
 # Keras weights of the trained ranker, registered with the model so a later run can warm start from them.
 RANKER_WEIGHTS = "ranker.weights.h5"
 CHECKPOINTS = "checkpoints"
+# what the workers print at the end of an epoch, at early stopping and when the baseline starts
+PROGRESS = re.compile(r"(epoch \d+/\d+ .*|early stopping .*|baseline .*)$")
 
 
 def ranker_dir(cfg: PctrConfig, ds: str) -> Path:
     return Layout(cfg.home).run_dir(ds) / "ranker"
 
 
-def horovod_command(cfg: PctrConfig, config_path: Path, ds: str, init_weights: Path | None = None) -> list[str]:
+def horovod_command(cfg: PctrConfig, config_path: Path, ds: str, warm_start: tuple[Path, Path] | None) -> list[str]:
     n = cfg.train.num_proc
     launcher = Path(sys.executable).with_name(cfg.train.horovodrun)
+    warm_start_args = (
+        ["--init-weights", str(warm_start[0]), "--feature-stats", str(warm_start[1])] if warm_start else []
+    )
     return [
         str(launcher if launcher.exists() else cfg.train.horovodrun),
         "-np", str(n), "-H", f"localhost:{n}", "--gloo",
-        sys.executable, "-m", "jobs.train_worker", "--config", str(config_path), "--ds", ds,
-        *(["--init-weights", str(init_weights)] if init_weights else []),
+        sys.executable, "-m", "jobs.train_worker", "--config", str(config_path), "--ds", ds, *warm_start_args,
     ]  # fmt: skip
+
+
+def _run_logged(command: list[str], log_path: Path, env: dict[str, str]) -> int:
+    """Run ``command`` with its output in ``log_path``; echo its epoch summaries to stdout as ``[train] ...`` lines.
+
+    The echo is what a person watching ``make demo`` or an Airflow task log sees of training progress.
+    """
+    with (
+        open(log_path, "w", buffering=1) as log,
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            progress = PROGRESS.search(line)
+            if progress:
+                print(f"[train] {progress.group(0).rstrip()}", flush=True)
+        return proc.wait()
 
 
 def run(cfg: PctrConfig, ds: str) -> Stats:
     """Train the DeepFM ranker and the logistic-regression baseline on the train split of ds.
 
     An interrupted run (a crash, a killed task that Airflow retries) resumes from the checkpoint of
-    its last finished epoch; the checkpoints are removed once the run succeeds.
+    its last finished epoch; the checkpoints are removed once the run succeeds. ``peak_memory_mib`` is
+    the peak summed RSS of this process and every training process under it.
     """
+    from jobs.resources import PeakMemory
+
     started = time.time()
     out = ranker_dir(cfg, ds)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,14 +82,14 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
 
         warm_start = download_ranker_weights(cfg, cfg.train.warm_start, out / "warm_start")
 
-    command = horovod_command(cfg, config_path, ds, warm_start[1] if warm_start else None)
+    command = horovod_command(cfg, config_path, ds, warm_start[1:] if warm_start else None)
     log_path = out / "train.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    with open(log_path, "w") as log:
-        proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
-    if proc.returncode != 0:
+    with PeakMemory() as memory:
+        returncode = _run_logged(command, log_path, env)
+    if returncode != 0:
         tail = log_path.read_text().strip().splitlines()[-15:]
-        raise RuntimeError(f"horovodrun exited {proc.returncode}; last lines of {log_path}:\n" + "\n".join(tail))
+        raise RuntimeError(f"horovodrun exited {returncode}; last lines of {log_path}:\n" + "\n".join(tail))
     result = read_json(out / "result.json")
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     stats_out: Stats = {
@@ -71,6 +99,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         "warm_start_version": warm_start[0] if warm_start else None,
         "command": " ".join(command),
         **result,
+        "peak_memory_mib": memory.peak_mib,
         "log": str(log_path),
         "seconds": round(time.time() - started, 2),
     }

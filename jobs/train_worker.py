@@ -1,9 +1,9 @@
 """One Horovod rank of the ranker training (started by ``jobs.train`` through horovodrun).
 
-Each rank reads its own share of the train split's Parquet shards; gradients are averaged with
-Horovod (Gloo); rank 0 checkpoints every epoch, exports the SavedModels and the Keras weights and
-writes ``result.json``. The logistic-regression baseline is small and trained by rank 0 alone after
-the ranker, on the whole train split.
+Each rank streams its share of the train split's Parquet row groups (``jobs.split_stream``);
+gradients are averaged with Horovod (Gloo); rank 0 checkpoints every epoch, exports the SavedModels,
+the Keras weights and the feature statistics they were trained with, and writes ``result.json``.
+The logistic-regression baseline is then trained the same way, on the same rows and ranks.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from jobs.config import PctrConfig
-from jobs.io import write_json_atomic
+from jobs.io import read_json, write_json_atomic
 from jobs.layout import Layout
+from jobs.split_stream import common_steps, row_groups, shard, stream_dataset
 from jobs.train import CHECKPOINTS, RANKER_WEIGHTS, ranker_dir
-from jobs.training_set import load_feature_stats, load_split
+from jobs.training_set import FEATURE_STATS, load_feature_stats
 
 
 def run_key(config_path: Path, training_set_stats: Path, init_weights: Path | None) -> str:
@@ -34,84 +36,103 @@ def main() -> None:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--ds", required=True)
     parser.add_argument("--init-weights", type=Path, help="Keras weights to start from (warm start)")
+    parser.add_argument("--feature-stats", type=Path, help="feature statistics of the warm-start model")
     args = parser.parse_args()
     cfg = PctrConfig.model_validate_json(args.config.read_text())
 
     import horovod.tensorflow as hvd
     import keras
-    import numpy as np
+    import tensorflow as tf
 
     from models.baseline import build_logistic
     from models.deepfm import build_deepfm
     from models.export import export_saved_model
     from models.features import MODEL_FEATURES
-    from models.inputs import make_dataset
-    from models.training import Checkpoints, train, validation_logloss
+    from models.inputs import FeatureStats
+    from models.training import Checkpoints, examples_per_second, train, validation_logloss
 
     hvd.init()
+    # the workers share the machine's cores: TensorFlow's default pools per process would oversubscribe them
+    threads = max(1, (os.cpu_count() or 1) // hvd.local_size())
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
     keras.utils.set_random_seed(cfg.train.seed + hvd.rank())
     layout = Layout(cfg.home)
     out = ranker_dir(cfg, args.ds)
-    stats = load_feature_stats(cfg, args.ds)
-    train_df = load_split(cfg, args.ds, "train", shard=(hvd.rank(), hvd.size()))
-    # every rank must run the same number of steps, or the gradient allreduce waits forever
-    common_rows = int(hvd.allreduce(np.array(len(train_df)), op=hvd.Min, name="rows_per_rank"))
-    train_df = train_df.iloc[:common_rows]
-    # one validation shard on disk: each rank scores its slice and the losses are summed across ranks
-    validation = load_split(cfg, args.ds, "validation")
-    val_df = validation.iloc[hvd.rank() :: hvd.size()]
-    # unweighted on purpose: the model learns the downsampled odds and calibration undoes them
-    train_ds = make_dataset(train_df, train_df["label"], cfg.train.batch_size, shuffle_seed=cfg.train.seed + hvd.rank())
-    val_ds = make_dataset(val_df, val_df["label"], 4 * cfg.train.batch_size)
+    # a warm start keeps its model's preprocessing: the weights were learnt on those buckets and scales
+    stats = (
+        FeatureStats.from_dict(read_json(args.feature_stats))
+        if args.feature_stats
+        else load_feature_stats(cfg, args.ds)
+    )
+    batch_size = cfg.train.batch_size
+    train_groups = row_groups(cfg, args.ds, "train")
+    steps = common_steps(train_groups, hvd.size(), batch_size)
+    if steps == 0:
+        raise SystemExit(f"the train split of ds={args.ds} has fewer than {batch_size} rows per Horovod rank")
+    my_train = shard(train_groups, hvd.rank(), hvd.size())
+    # each rank scores its row groups of the validation day; the losses are summed across ranks
+    my_validation = shard(row_groups(cfg, args.ds, "validation"), hvd.rank(), hvd.size())
+
+    def datasets(seed: int) -> tuple[Any, Any]:
+        # unweighted on purpose: the model learns the downsampled odds and calibration undoes them
+        return (
+            stream_dataset(my_train, MODEL_FEATURES, batch_size, shuffle_seed=seed + hvd.rank()),
+            stream_dataset(my_validation, MODEL_FEATURES, 4 * batch_size),
+        )
 
     log = print if hvd.rank() == 0 else (lambda *a, **k: None)
     started = time.time()
     model = build_deepfm(MODEL_FEATURES, stats, cfg.train)
+    train_ds, val_ds = datasets(cfg.train.seed)
     warm_start_val_logloss = None
     if args.init_weights is not None:
         try:
             model.load_weights(args.init_weights)
         except ValueError as error:
             raise SystemExit(
-                f"cannot warm start from {args.init_weights}: {error} (did hash_buckets, embedding_dim, "
-                "hidden_units or the feature spec change since that version?)"
+                f"cannot warm start from {args.init_weights}: {error} (did embedding_dim, hidden_units or the "
+                "feature spec change since that version?)"
             ) from error
         # how good the starting point already is on this run's validation day
         warm_start_val_logloss = validation_logloss(model, val_ds, hvd)
         log(f"warm start from {args.init_weights}: val_logloss {warm_start_val_logloss:.5f}")
     key = run_key(args.config, layout.training_set(args.ds) / "_stats.json", args.init_weights)
     checkpoints = Checkpoints(out / CHECKPOINTS, key)
-    history = train(model, train_ds, val_ds, cfg.train, hvd=hvd, log=log, checkpoints=checkpoints)
+    history = train(
+        model, train_ds, val_ds, cfg.train, hvd=hvd, log=log, steps_per_epoch=steps, checkpoints=checkpoints
+    )
     ranker_seconds = time.time() - started
+
+    # the baseline trains on the same rows the same way, across the same ranks: a fair comparison
+    started_baseline = time.time()
+    baseline = build_logistic(MODEL_FEATURES, stats, cfg.train)
+    log("baseline (logistic regression)")
+    baseline_history = train(
+        baseline, *datasets(cfg.train.seed + 1), cfg.train, hvd=hvd, log=log, steps_per_epoch=steps
+    )
+    baseline_seconds = time.time() - started_baseline
     if hvd.rank() != 0:
         return
 
     export_saved_model(model, out / "saved_model")
+    export_saved_model(baseline, out / "baseline_saved_model")
     partial = out / f"partial.{RANKER_WEIGHTS}"  # Keras insists on the .weights.h5 suffix
     model.save_weights(partial)
     os.replace(partial, out / RANKER_WEIGHTS)
-    started_baseline = time.time()
-    # the baseline sees the whole split, as the ranker did across its ranks: a fair comparison
-    whole_train = load_split(cfg, args.ds, "train")
-    baseline = build_logistic(MODEL_FEATURES, stats, cfg.train)
-    train(
-        baseline,
-        make_dataset(whole_train, whole_train["label"], cfg.train.batch_size, shuffle_seed=cfg.train.seed),
-        make_dataset(validation, validation["label"], 4 * cfg.train.batch_size),
-        cfg.train,
-        hvd=None,
-        log=log,
-    )
-    export_saved_model(baseline, out / "baseline_saved_model")
+    write_json_atomic(out / FEATURE_STATS, stats.to_dict())
     write_json_atomic(
         out / "result.json",
         {
             "history": history,
+            "baseline_history": baseline_history,
             "warm_start_val_logloss": warm_start_val_logloss,
             "params": model.count_params(),
+            "baseline_params": baseline.count_params(),
             "ranker_seconds": round(ranker_seconds, 2),
-            "baseline_seconds": round(time.time() - started_baseline, 2),
-            "examples_per_second": round(float(np.mean(history["examples_per_sec"])), 1),
+            "baseline_seconds": round(baseline_seconds, 2),
+            "examples_per_second": examples_per_second(history),
+            "baseline_examples_per_second": examples_per_second(baseline_history),
             "saved_model": str(out / "saved_model"),
             "baseline_saved_model": str(out / "baseline_saved_model"),
         },

@@ -20,7 +20,7 @@ from jobs.config import PctrConfig
 from jobs.feast_store import feature_store
 from jobs.io import Stats, read_json, staged_dir, write_json_atomic, write_stats
 from jobs.layout import Layout, shift_ds
-from models.features import BY_NAME, CATEGORY_FEATURE, CATEGORY_KEY, numeric_features, request_features
+from models.features import BY_NAME, CATEGORY_FEATURE, CATEGORY_KEY, MODEL_FEATURES, request_features
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 RANKER_SERVICE = "ranker_v1"
 FEATURE_STATS = "feature_stats.json"
 LABEL_COLUMNS = ("impression_id", "ts", "label", "weight", "neg_rate")
+# Rows per Parquet row group of a split: what a training reader holds at once, and the unit of its sharding
+# (a small split still gets MIN_ROW_GROUPS, so that every Horovod rank has some).
+ROW_GROUP_ROWS = 32_768
+MIN_ROW_GROUPS = 8
 
 
 def split_days(cfg: PctrConfig, ds: str) -> dict[str, tuple[str, list[str]]]:
@@ -72,32 +76,38 @@ def _with_category(layout: Layout, rows: pd.DataFrame, ds: str) -> pd.DataFrame:
     return rows.assign(**{CATEGORY_KEY: rows["ad_id"].map(category).fillna(BY_NAME[CATEGORY_FEATURE].default)})
 
 
-def _write_shards(df: pd.DataFrame, directory: Path, shards: int) -> None:
-    """Contiguous shards so each Horovod rank reads its own files, all with the schema of the whole split."""
+def write_split(df: pd.DataFrame, directory: Path, shuffle_seed: int | None) -> None:
+    """The split as one Parquet file of row groups, the unit a reader streams and shards.
+
+    The train split is shuffled once here (seeded): every row group is then a random sample of the
+    whole period, so a Horovod rank that reads its row groups in a fresh order each epoch sees
+    well-mixed batches without ever holding its shard in memory.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if shuffle_seed is not None:
+        df = df.sample(frac=1.0, random_state=shuffle_seed, ignore_index=True)
     directory.mkdir(parents=True)
+    rows_per_group = max(1, min(ROW_GROUP_ROWS, -(-len(df) // MIN_ROW_GROUPS)))
     table = pa.Table.from_pandas(df, preserve_index=False)
-    size = max(1, -(-len(df) // shards))
-    for i in range(shards):
-        pq.write_table(table.slice(i * size, size), directory / f"part-{i:03d}.parquet")
+    pq.write_table(table, directory / "part-000.parquet", row_group_size=rows_per_group)
 
 
-def load_split(cfg: PctrConfig, ds: str, split: str, shard: tuple[int, int] = (0, 1)) -> pd.DataFrame:
-    """One split with spec defaults filled and spec dtypes, ready for the models.
+def split_files(cfg: PctrConfig, ds: str, split: str) -> list[Path]:
+    files = sorted((Layout(cfg.home).training_set(ds) / split).glob("part-*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no Parquet files for split {split!r} of ds={ds}: run training-set first")
+    return files
 
-    ``shard=(rank, size)`` reads only that Horovod rank's files (assigned round-robin).
-    """
+
+def load_split(cfg: PctrConfig, ds: str, split: str) -> pd.DataFrame:
+    """One whole split with spec defaults filled and spec dtypes (for the un-downsampled samples and tests)."""
     import pandas as pd
 
     from models.inputs import fill_defaults
 
-    rank, size = shard
-    files = sorted((Layout(cfg.home).training_set(ds) / split).glob("part-*.parquet"))[rank::size]
-    if not files:
-        raise FileNotFoundError(f"no Parquet shards for split {split!r} of ds={ds}, shard {rank}/{size}")
-    return fill_defaults(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True))
+    return fill_defaults(pd.concat([pd.read_parquet(f) for f in split_files(cfg, ds, split)], ignore_index=True))
 
 
 def load_feature_stats(cfg: PctrConfig, ds: str) -> FeatureStats:
@@ -107,11 +117,12 @@ def load_feature_stats(cfg: PctrConfig, ds: str) -> FeatureStats:
     return FeatureStats.from_dict(read_json(Layout(cfg.home).training_set(ds) / FEATURE_STATS))
 
 
-def _feature_stats(train: pd.DataFrame) -> dict:
+def _feature_stats(cfg: PctrConfig, train: pd.DataFrame) -> dict:
     from models.inputs import compute_feature_stats, fill_defaults
 
     filled = fill_defaults(train)
-    return compute_feature_stats({f.name: filled[f.name].to_numpy() for f in numeric_features()}).to_dict()
+    columns = {f.name: filled[f.name].to_numpy() for f in MODEL_FEATURES}
+    return compute_feature_stats(columns, max_buckets=cfg.train.max_hash_buckets).to_dict()
 
 
 def run(cfg: PctrConfig, ds: str) -> Stats:
@@ -128,10 +139,10 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
             df = df.sort_values(["ts", "impression_id"], kind="stable").reset_index(drop=True)
             if len(df) != len(entity_df):
                 raise RuntimeError(f"{split}: Feast returned {len(df)} rows for {len(entity_df)} entity rows")
-            shards = cfg.train.num_proc * 2 if split == "train" else 1
-            _write_shards(df.drop(columns=["event_timestamp"]), scratch / split, shards)
+            shuffle_seed = cfg.train.seed if split == "train" else None
+            write_split(df.drop(columns=["event_timestamp"]), scratch / split, shuffle_seed)
             if split == "train":
-                write_json_atomic(scratch / FEATURE_STATS, _feature_stats(df))
+                write_json_atomic(scratch / FEATURE_STATS, _feature_stats(cfg, df))
             counts[split] = {"rows": len(df), "positives": int(df["label"].sum()), "days": len(days)}
     stats: Stats = {
         "stage": "training_set",

@@ -18,13 +18,13 @@ if TYPE_CHECKING:
 
 @keras.saving.register_keras_serializable(package="pctr")
 class SumWithBias(keras.layers.Layer):
-    """Sum of a list of ``(batch, 1)`` terms plus one learned scalar bias."""
+    """``(batch, n, 1)`` per-field terms -> their ``(batch, 1)`` sum plus one learned scalar bias."""
 
     def build(self, input_shape: object) -> None:
         self.bias = self.add_weight(shape=(1,), initializer="zeros", name="bias")
 
-    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
-        return ops.sum(ops.stack(inputs, axis=0), axis=0) + self.bias
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return ops.sum(inputs, axis=1) + self.bias
 
 
 def linear_logit(encoded: EncodedFeatures, features: Sequence[Feature] | None = None) -> keras.KerasTensor:
@@ -40,6 +40,6 @@ def build_logistic(features: Sequence[Feature], stats: FeatureStats, cfg_train: 
     initial weights.
     """
     keras.utils.set_random_seed(cfg_train.seed)
-    encoded = encode_features(features, stats, cfg_train.hash_buckets)
+    encoded = encode_features(features, stats)
     pctr = keras.layers.Activation("sigmoid", name="pctr")(linear_logit(encoded))
     return keras.Model(encoded.inputs, pctr, name="logistic")

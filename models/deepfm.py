@@ -19,14 +19,13 @@ if TYPE_CHECKING:
 
 @keras.saving.register_keras_serializable(package="pctr")
 class FactorizationMachine(keras.layers.Layer):
-    """Sum over field pairs of ``<v_i, v_j>``, from a list of ``(batch, k)`` field embeddings.
+    """Sum over field pairs of ``<v_i, v_j>``, from ``(batch, F, k)`` field embeddings.
 
     Uses the O(F k) identity ``0.5 * sum_k((sum_i v_i)^2 - sum_i v_i^2)`` instead of the O(F^2 k)
     pairwise loop.
     """
 
-    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
-        fields = ops.stack(inputs, axis=1)
+    def call(self, fields: tf.Tensor) -> tf.Tensor:
         square_of_sum = ops.square(ops.sum(fields, axis=1))
         sum_of_squares = ops.sum(ops.square(fields), axis=1)
         return 0.5 * ops.sum(square_of_sum - sum_of_squares, axis=1, keepdims=True)
@@ -44,12 +43,12 @@ def build_deepfm(features: Sequence[Feature], stats: FeatureStats, cfg_train: Tr
     initial weights.
     """
     keras.utils.set_random_seed(cfg_train.seed)
-    encoded = encode_features(features, stats, cfg_train.hash_buckets)
+    encoded = encode_features(features, stats)
     used = [f for f in features if f.deepfm]
     embeddings = field_vectors(encoded, cfg_train.embedding_dim, "emb", used)
 
     fm = FactorizationMachine(name="fm")(embeddings)
-    hidden = keras.layers.Concatenate(name="dnn_input")(embeddings)
+    hidden = keras.layers.Flatten(name="dnn_input")(embeddings)
     for i, units in enumerate(cfg_train.hidden_units):
         hidden = keras.layers.Dense(units, activation="relu", name=f"dnn_{i}")(hidden)
     dnn = keras.layers.Dense(1, use_bias=False, name="dnn_logit")(hidden)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
@@ -22,19 +23,31 @@ from models.features import MODEL_FEATURES, Feature
 SHUFFLE_BUFFER = 200_000
 
 
+# Hash buckets per distinct training value: room for the values that appear after training (new ads,
+# advertisers) with few collisions, while a field of three placements gets a table of MIN_BUCKETS rows,
+# not the id fields' hundreds of thousands (dense optimizer updates touch every row, every step).
+BUCKETS_PER_VALUE = 8
+MIN_BUCKETS = 16
+
+
 @dataclass(frozen=True)
 class FeatureStats:
-    """Mean and variance of each numeric feature after its transform's log1p (if any)."""
+    """What the model's preprocessing learns from the training rows.
+
+    mean, variance: of each numeric feature after its transform's log1p (if any).
+    buckets: hash buckets of each categorical feature, sized from its distinct training values.
+    """
 
     mean: dict[str, float]
     variance: dict[str, float]
+    buckets: dict[str, int]
 
-    def to_dict(self) -> dict[str, dict[str, float]]:
-        return {"mean": dict(self.mean), "variance": dict(self.variance)}
+    def to_dict(self) -> dict[str, dict[str, float] | dict[str, int]]:
+        return {"mean": dict(self.mean), "variance": dict(self.variance), "buckets": dict(self.buckets)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Mapping[str, float]]) -> FeatureStats:
-        return cls(mean=dict(data["mean"]), variance=dict(data["variance"]))
+    def from_dict(cls, data: Mapping[str, Mapping[str, Any]]) -> FeatureStats:
+        return cls(mean=dict(data["mean"]), variance=dict(data["variance"]), buckets=dict(data["buckets"]))
 
 
 def _log1p_clipped(values: np.ndarray) -> np.ndarray:
@@ -42,17 +55,26 @@ def _log1p_clipped(values: np.ndarray) -> np.ndarray:
     return np.log1p(np.maximum(values, 0.0))
 
 
-def compute_feature_stats(
-    columns: Mapping[str, np.ndarray], features: Sequence[Feature] = MODEL_FEATURES
-) -> FeatureStats:
-    """Standardisation statistics of the numeric ``features`` from (default-filled) training columns.
+def hash_buckets(distinct_values: int, max_buckets: int) -> int:
+    """Buckets for a categorical with ``distinct_values`` in training: a power of two, at most ``max_buckets``."""
+    wanted = max(MIN_BUCKETS, BUCKETS_PER_VALUE * distinct_values)
+    return min(max_buckets, 1 << (wanted - 1).bit_length())
 
-    Raises on non-finite values: a NaN here would silently poison every prediction of the model.
+
+def compute_feature_stats(
+    columns: Mapping[str, np.ndarray], features: Sequence[Feature] = MODEL_FEATURES, *, max_buckets: int
+) -> FeatureStats:
+    """Preprocessing statistics of ``features`` from (default-filled) training columns.
+
+    Raises on non-finite numeric values: a NaN here would silently poison every prediction of the model.
     """
     mean: dict[str, float] = {}
     variance: dict[str, float] = {}
+    buckets: dict[str, int] = {}
     for feature in features:
         if feature.categorical:
+            distinct = pd.unique(np.asarray(columns[feature.name]).ravel()).size
+            buckets[feature.name] = hash_buckets(distinct, max_buckets)
             continue
         values = np.asarray(columns[feature.name], dtype=np.float64).ravel()
         if values.size == 0 or not np.all(np.isfinite(values)):
@@ -61,7 +83,7 @@ def compute_feature_stats(
             values = _log1p_clipped(values)
         mean[feature.name] = float(values.mean())
         variance[feature.name] = float(values.var())
-    return FeatureStats(mean=mean, variance=variance)
+    return FeatureStats(mean=mean, variance=variance, buckets=buckets)
 
 
 def fill_defaults(frame: pd.DataFrame, features: Sequence[Feature] = MODEL_FEATURES) -> pd.DataFrame:
@@ -141,83 +163,130 @@ def make_dataset(
 
 @keras.saving.register_keras_serializable(package="pctr")
 class Standardize(keras.layers.Layer):
-    """``(x - mean) / std``, after ``log1p`` when ``log``; the statistics are constants of the graph."""
+    """The numeric fields as one ``(batch, n)`` block: ``(x - mean) / std`` per column, after ``log1p`` where ``log``.
 
-    def __init__(self, mean: float, variance: float, log: bool, **kwargs: object) -> None:
+    Takes the list of ``(batch, 1)`` raw inputs; the statistics are constants of the graph. One layer
+    for all numerics, not one per feature: a training step's cost here is the number of ops, not their size.
+    """
+
+    def __init__(self, mean: Sequence[float], variance: Sequence[float], log: Sequence[bool], **kwargs: object) -> None:
         super().__init__(**kwargs)
-        self.mean = float(mean)
-        self.variance = float(variance)
-        self.log = bool(log)
+        self.mean = [float(m) for m in mean]
+        self.variance = [float(v) for v in variance]
+        self.log = [bool(flag) for flag in log]
         # A feature constant in training would otherwise blow up any different value at serving.
-        self._std = math.sqrt(self.variance) if self.variance > 1e-12 else 1.0
+        self._std = np.array([math.sqrt(v) if v > 1e-12 else 1.0 for v in self.variance], dtype=np.float32)
 
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        x = ops.cast(inputs, "float32")
-        if self.log:
-            x = ops.log1p(ops.maximum(x, 0.0))
-        return (x - self.mean) / self._std
+    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
+        x = ops.concatenate([ops.cast(column, "float32") for column in inputs], axis=1)
+        if any(self.log):
+            x = ops.where(np.array(self.log), ops.log1p(ops.maximum(x, 0.0)), x)
+        return (x - np.array(self.mean, dtype=np.float32)) / self._std
 
     def get_config(self) -> dict[str, object]:
         return {**super().get_config(), "mean": self.mean, "variance": self.variance, "log": self.log}
 
 
+@keras.saving.register_keras_serializable(package="pctr")
+class FieldIds(keras.layers.Layer):
+    """Hashed ids of several fields as ``(batch, n)`` rows of one shared table (field i's ids plus ``offsets[i]``)."""
+
+    def __init__(self, offsets: Sequence[int], **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.offsets = [int(o) for o in offsets]
+
+    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
+        return ops.concatenate([ids + offset for ids, offset in zip(inputs, self.offsets, strict=True)], axis=1)
+
+    def get_config(self) -> dict[str, object]:
+        return {**super().get_config(), "offsets": self.offsets}
+
+
+@keras.saving.register_keras_serializable(package="pctr")
+class NumericFields(keras.layers.Layer):
+    """``(batch, n)`` standardised values -> ``(batch, n, dim)`` field vectors: value i times a learned vector ``v_i``.
+
+    No bias, so a zero value contributes nothing, as in FM. ``columns`` picks the block's columns to use.
+    """
+
+    def __init__(self, columns: Sequence[int], dim: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.columns = [int(c) for c in columns]
+        self.dim = int(dim)
+
+    def build(self, input_shape: object) -> None:
+        # Embedding's default initializer: Dense's glorot init on a (1, dim) kernel gives vectors ~20x
+        # larger, and the FM sum over pairs of dozens of such fields saturates the sigmoid.
+        self.vectors = self.add_weight(shape=(len(self.columns), self.dim), initializer="uniform", name="vectors")
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        values = ops.take(inputs, self.columns, axis=1)
+        return ops.expand_dims(values, -1) * self.vectors
+
+    def get_config(self) -> dict[str, object]:
+        return {**super().get_config(), "columns": self.columns, "dim": self.dim}
+
+
 @dataclass(frozen=True)
 class EncodedFeatures:
-    """Raw ``keras.Input``s and their in-model encodings, in spec order.
+    """Raw ``keras.Input``s and their in-model encodings.
 
     hashed: categorical name -> ``(batch, 1)`` int64 bucket id.
-    numeric: numeric name -> ``(batch, 1)`` float32 standardised value.
+    numeric: the ``(batch, len(numeric_names))`` float32 block of standardised values (None without numerics).
+    numeric_names: the block's columns, in spec order.
+    buckets: categorical name -> its number of hash buckets (rows of its embedding tables).
     """
 
     features: tuple[Feature, ...]
     inputs: dict[str, keras.KerasTensor]
     hashed: dict[str, keras.KerasTensor]
-    numeric: dict[str, keras.KerasTensor]
-    hash_buckets: int
+    numeric: keras.KerasTensor | None
+    numeric_names: tuple[str, ...]
+    buckets: dict[str, int]
 
 
-def encode_features(features: Sequence[Feature], stats: FeatureStats, hash_buckets: int) -> EncodedFeatures:
-    """One raw input per feature, hashed (categoricals) or standardised (numerics).
+def encode_features(features: Sequence[Feature], stats: FeatureStats) -> EncodedFeatures:
+    """One raw input per feature, hashed (categoricals, into ``stats.buckets``) or standardised (numerics).
 
     int64 categoricals go through the same ``Hashing`` layer, which hashes their decimal string
     form: ``position=3`` and ``position="3"`` share a bucket.
     """
-    inputs: dict[str, keras.KerasTensor] = {}
-    hashed: dict[str, keras.KerasTensor] = {}
-    numeric: dict[str, keras.KerasTensor] = {}
-    for feature in features:
-        raw = keras.Input(shape=(1,), dtype=feature.dtype, name=feature.name)
-        inputs[feature.name] = raw
-        if feature.categorical:
-            hashed[feature.name] = keras.layers.Hashing(num_bins=hash_buckets, name=f"hash_{feature.name}")(raw)
-        else:
-            numeric[feature.name] = Standardize(
-                stats.mean[feature.name],
-                stats.variance[feature.name],
-                log=feature.transform == "log_norm",
-                name=f"std_{feature.name}",
-            )(raw)
-    return EncodedFeatures(tuple(features), inputs, hashed, numeric, hash_buckets)
+    inputs = {f.name: keras.Input(shape=(1,), dtype=f.dtype, name=f.name) for f in features}
+    hashed = {
+        f.name: keras.layers.Hashing(num_bins=stats.buckets[f.name], name=f"hash_{f.name}")(inputs[f.name])
+        for f in features
+        if f.categorical
+    }
+    numerics = [f for f in features if not f.categorical]
+    numeric = None
+    if numerics:
+        numeric = Standardize(
+            [stats.mean[f.name] for f in numerics],
+            [stats.variance[f.name] for f in numerics],
+            [f.transform == "log_norm" for f in numerics],
+            name="standardize",
+        )([inputs[f.name] for f in numerics])
+    buckets = {name: stats.buckets[name] for name in hashed}
+    return EncodedFeatures(tuple(features), inputs, hashed, numeric, tuple(f.name for f in numerics), buckets)
 
 
 def field_vectors(
     encoded: EncodedFeatures, dim: int, prefix: str, features: Sequence[Feature] | None = None
-) -> list[keras.KerasTensor]:
-    """One ``(batch, dim)`` vector per field of ``features`` (default: all encoded), in spec order.
+) -> keras.KerasTensor:
+    """The ``(batch, n_fields, dim)`` vectors of ``features`` (default: all encoded): categoricals first, then numerics.
 
-    Categoricals look up their own ``dim``-wide embedding table; a numeric field is its
-    standardised value times a learned ``dim`` vector (no bias, so a zero value contributes
-    nothing, as in FM). With ``dim=1`` these are the first-order weights of a linear model.
+    Categoricals look up rows of one embedding table (``{prefix}_categorical``) that holds every
+    field's buckets; a numeric field is its standardised value times a learned ``dim`` vector
+    (``{prefix}_numeric``). With ``dim=1`` these are the first-order weights of a linear model.
     """
-    vectors: list[keras.KerasTensor] = []
-    for feature in encoded.features if features is None else features:
-        name = f"{prefix}_{feature.name}"
-        if feature.categorical:
-            emb = keras.layers.Embedding(encoded.hash_buckets, dim, name=name)(encoded.hashed[feature.name])
-            vectors.append(keras.layers.Reshape((dim,), name=f"{name}_flat")(emb))
-        else:
-            # Embedding's default initializer: Dense's glorot init on a (1, dim) kernel gives vectors
-            # ~20x larger, and the FM sum over pairs of dozens of such fields saturates the sigmoid.
-            project = keras.layers.Dense(dim, use_bias=False, kernel_initializer="uniform", name=name)
-            vectors.append(project(encoded.numeric[feature.name]))
-    return vectors
+    chosen = encoded.features if features is None else tuple(features)
+    categorical = [f.name for f in chosen if f.categorical]
+    numeric = [encoded.numeric_names.index(f.name) for f in chosen if not f.categorical]
+    blocks = []
+    if categorical:
+        offsets = np.cumsum([0] + [encoded.buckets[name] for name in categorical])
+        ids = FieldIds(offsets[:-1].tolist(), name=f"{prefix}_ids")([encoded.hashed[name] for name in categorical])
+        blocks.append(keras.layers.Embedding(int(offsets[-1]), dim, name=f"{prefix}_categorical")(ids))
+    if numeric:
+        blocks.append(NumericFields(numeric, dim, name=f"{prefix}_numeric")(encoded.numeric))
+    return blocks[0] if len(blocks) == 1 else keras.layers.Concatenate(axis=1, name=f"{prefix}_fields")(blocks)

@@ -56,8 +56,8 @@ class ScaledDot(keras.layers.Layer):
 
 
 def _build_tower(tower: Tower, stats: FeatureStats, cfg_train: TrainConfig) -> keras.Model:
-    encoded = encode_features(tower_features(tower), stats, cfg_train.hash_buckets)
-    fields = keras.layers.Concatenate(name=f"{tower}_fields")(
+    encoded = encode_features(tower_features(tower), stats)
+    fields = keras.layers.Flatten(name=f"{tower}_fields")(
         field_vectors(encoded, cfg_train.embedding_dim, f"{tower}_emb")
     )
     hidden = fields

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from jobs.config import TrainConfig
 
 LOG_EVERY_STEPS = 200
+# per-epoch series of a history: examples, epoch_seconds and examples_per_sec count all workers together;
+# input_seconds is the time this worker waited for its next batch
+HISTORY_SERIES = ("loss", "val_logloss", "examples", "epoch_seconds", "input_seconds", "examples_per_sec")
 
 
 def train(
@@ -54,15 +57,15 @@ def train(
     the chief saves the training state after every epoch and a run that finds a state of the same
     key resumes after its last epoch (every worker reads it; rank 0's copy is broadcast anyway).
 
-    History: per-epoch ``loss`` (rank-local), ``val_logloss``, ``examples_per_sec`` (all workers),
-    and ``best_epoch`` (1-based), ``best_val_logloss``, ``epochs_run``.
+    History: the per-epoch ``HISTORY_SERIES`` (``loss`` is rank-local), and ``best_epoch`` (1-based),
+    ``best_val_logloss``, ``epochs_run``.
     """
     keras.utils.set_random_seed(cfg_train.seed)
     size = hvd.size() if hvd is not None else 1
     is_chief = hvd is None or hvd.rank() == 0
     optimizer = keras.optimizers.Adam(learning_rate=cfg_train.learning_rate * size)
     optimizer.build(model.trainable_variables)
-    history: dict[str, Any] = {"loss": [], "val_logloss": [], "examples_per_sec": []}
+    history: dict[str, Any] = {key: [] for key in HISTORY_SERIES}
     best_loss, best_epoch, best_weights = math.inf, 0, model.get_weights()
     resumed = checkpoints.restore(model, optimizer) if checkpoints is not None else None
     if resumed is not None:
@@ -80,26 +83,33 @@ def train(
     for epoch in range(len(history["loss"]) + 1, n_epochs + 1):
         if epoch - 1 - best_epoch >= patience:  # a resumed run that had already decided to stop
             break
-        loss_sum, examples, start = 0.0, 0, time.perf_counter()
-        batches = train_ds if steps_per_epoch is None else train_ds.take(steps_per_epoch)
+        loss_sum, examples, input_seconds = 0.0, 0, 0.0
+        batches = iter(train_ds if steps_per_epoch is None else train_ds.take(steps_per_epoch))
+        start = waited = time.perf_counter()
         for step, (features, labels) in enumerate(batches, start=1):
+            input_seconds += time.perf_counter() - waited
             loss, n = train_step(features, labels)
             loss_sum += float(loss) * int(n)
             examples += int(n)
             if is_chief and step % LOG_EVERY_STEPS == 0:
                 rate = examples * size / (time.perf_counter() - start)
                 log(f"epoch {epoch} step {step} loss {loss_sum / examples:.5f} {rate:,.0f} examples/s")
+            waited = time.perf_counter()
         if examples == 0:
             raise ValueError("train_ds yielded no examples")
-        rate = examples * size / (time.perf_counter() - start)
+        seconds = time.perf_counter() - start
         val_loss = _val_logloss(val_ds, val_step, hvd)
         history["loss"].append(loss_sum / examples)
         history["val_logloss"].append(val_loss)
-        history["examples_per_sec"].append(rate)
+        history["examples"].append(examples * size)
+        history["epoch_seconds"].append(seconds)
+        history["input_seconds"].append(input_seconds)
+        history["examples_per_sec"].append(examples * size / seconds)
         if is_chief:
             log(
                 f"epoch {epoch}/{n_epochs} loss {loss_sum / examples:.5f} val_logloss {val_loss:.5f} "
-                f"{rate:,.0f} examples/s"
+                f"{examples * size / seconds:,.0f} examples/s "
+                f"({input_seconds:.1f} of {seconds:.1f} s waiting for batches)"
             )
         if val_loss < best_loss:
             best_loss, best_epoch, best_weights = val_loss, epoch, model.get_weights()
@@ -113,6 +123,11 @@ def train(
     model.set_weights(best_weights)
     history.update(best_epoch=best_epoch, best_val_logloss=best_loss, epochs_run=len(history["loss"]))
     return history
+
+
+def examples_per_second(history: dict[str, Any]) -> float:
+    """Training examples per second of all workers together over whole epochs (validation excluded)."""
+    return round(sum(history["examples"]) / sum(history["epoch_seconds"]), 1)
 
 
 def _make_train_step(
@@ -129,8 +144,10 @@ def _make_train_step(
             loss = loss_fn(labels, model(features, training=True))
         grads = tape.gradient(loss, [v.value for v in trainable])
         if hvd is not None:
-            # Embedding gradients are IndexedSlices; Horovod allgathers those instead of densifying.
-            grads = [hvd.allreduce(g, op=hvd.Average) for g in grads]
+            # One grouped allreduce of dense tensors: embedding gradients are IndexedSlices, which Horovod
+            # would allgather table by table, and the optimizer densifies them anyway (the tables are
+            # sized to their features); one group is negotiated once per step, not once per variable.
+            grads = hvd.grouped_allreduce([tf.convert_to_tensor(g) for g in grads], op=hvd.Average)
         optimizer.apply_gradients(zip(grads, trainable, strict=True))
         return loss, tf.shape(labels)[0]
 

@@ -22,7 +22,7 @@ CONTRACT = {"model": {"auc", "logloss"}, "baseline": {"auc", "logloss"}, "rows":
 
 def _config(home: Path) -> PctrConfig:
     cfg = load_config(home=home)
-    cfg.train.hash_buckets = 1000
+    cfg.train.max_hash_buckets = 1024
     cfg.train.embedding_dim = 4
     cfg.train.hidden_units = (16, 8)
     cfg.train.epochs = 2

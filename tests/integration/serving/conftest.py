@@ -34,7 +34,7 @@ N_ADS = 50
 N_ADVERTISERS = 10
 USERS = ("u1", "u2", "u3", "u4")
 SERVING = ServingConfig(retrieval_k=20, max_ads_per_advertiser=1, frequency_cap=2, reserve_price=0.05)
-TRAIN = TrainConfig(embedding_dim=4, hash_buckets=1000, hidden_units=(16, 8), retrieval_dim=8)
+TRAIN = TrainConfig(embedding_dim=4, max_hash_buckets=1024, hidden_units=(16, 8), retrieval_dim=8)
 # slope 1, intercept 0 and no downsampling: the identity, i.e. the raw scores TF Serving would return
 IDENTITY_CALIBRATOR = '{"method": "platt", "neg_rate": 1.0, "x": [], "y": [], "slope": 1.0, "intercept": 0.0}'
 
@@ -102,7 +102,7 @@ def bundle_parts(tmp_path_factory: pytest.TempPathFactory, ads_table: pd.DataFra
     parts = tmp_path_factory.mktemp("bundle_parts")
     rng = np.random.default_rng(0)
     frame = fill_defaults(pd.DataFrame(spec_values(list(MODEL_FEATURES), 256, rng)))
-    stats = compute_feature_stats({c: frame[c].to_numpy() for c in frame.columns})
+    stats = compute_feature_stats({c: frame[c].to_numpy() for c in frame.columns}, max_buckets=TRAIN.max_hash_buckets)
     export_saved_model(build_deepfm(MODEL_FEATURES, stats, TRAIN), parts / "ranker")
     towers = build_two_tower(stats, TRAIN)
     export_saved_model(get_tower(towers, "user"), parts / "user_tower")

@@ -47,7 +47,7 @@ def cfg() -> TrainConfig:
         batch_size=64,
         learning_rate=0.01,
         embedding_dim=4,
-        hash_buckets=1000,
+        max_hash_buckets=1024,
         hidden_units=(16, 8),
         retrieval_dim=8,
         early_stopping_patience=1,
@@ -67,4 +67,4 @@ def frame() -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def stats(frame: pd.DataFrame) -> FeatureStats:
-    return compute_feature_stats({c: frame[c].to_numpy() for c in frame.columns})
+    return compute_feature_stats({c: frame[c].to_numpy() for c in frame.columns}, max_buckets=1024)

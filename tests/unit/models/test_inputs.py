@@ -3,7 +3,15 @@ import pandas as pd
 import pytest
 
 from models.features import BY_NAME, MODEL_FEATURES, numeric_features
-from models.inputs import FeatureStats, Standardize, compute_feature_stats, fill_defaults, to_tensors
+from models.inputs import (
+    MIN_BUCKETS,
+    FeatureStats,
+    Standardize,
+    compute_feature_stats,
+    fill_defaults,
+    hash_buckets,
+    to_tensors,
+)
 
 
 def test_fill_defaults_fills_nulls_and_casts_to_spec_dtypes():
@@ -33,7 +41,7 @@ def test_fill_defaults_rejects_missing_columns():
 
 def test_feature_stats_apply_log1p_where_the_spec_says_and_round_trip():
     columns = {f.name: np.array([0.0, 1.0, 3.0]) for f in numeric_features()}
-    stats = compute_feature_stats(columns)
+    stats = compute_feature_stats(columns, numeric_features(), max_buckets=1024)
     assert set(stats.mean) == {f.name for f in numeric_features()}
     logs = np.log1p([0.0, 1.0, 3.0])
     assert stats.mean["user_clicks_7d"] == pytest.approx(logs.mean())  # log_norm
@@ -42,16 +50,30 @@ def test_feature_stats_apply_log1p_where_the_spec_says_and_round_trip():
     assert FeatureStats.from_dict(stats.to_dict()) == stats
 
 
+def test_hash_buckets_are_powers_of_two_with_room_per_value_under_the_cap():
+    assert hash_buckets(1, 1 << 20) == MIN_BUCKETS
+    assert hash_buckets(3, 1 << 20) == 32
+    assert hash_buckets(100, 1 << 20) == 1024  # 8 buckets a value, rounded up
+    assert hash_buckets(10_000, 1 << 20) == 131_072
+    assert hash_buckets(10_000, 50_000) == 50_000
+
+
+def test_feature_stats_size_each_categorical_from_its_distinct_values():
+    columns = {"placement": np.array(["feed", "story", "feed"]), "user_id": np.array([f"u{i}" for i in range(1000)])}
+    stats = compute_feature_stats(columns, [BY_NAME["placement"], BY_NAME["user_id"]], max_buckets=1 << 20)
+    assert stats.buckets == {"placement": 16, "user_id": 8192}
+
+
 def test_feature_stats_reject_nan():
     with pytest.raises(ValueError, match="fill_defaults"):
-        compute_feature_stats({"user_ctr_7d": np.array([np.nan])}, [BY_NAME["user_ctr_7d"]])
+        compute_feature_stats({"user_ctr_7d": np.array([np.nan])}, [BY_NAME["user_ctr_7d"]], max_buckets=1024)
 
 
-def test_standardize_handles_constant_features_and_negative_counts():
-    out = Standardize(mean=2.0, variance=0.0, log=False)(np.array([[2.0], [5.0]], dtype=np.float32))
-    np.testing.assert_allclose(np.asarray(out).ravel(), [0.0, 3.0])
-    out = Standardize(mean=0.0, variance=1.0, log=True)(np.array([[-4.0], [np.e - 1]], dtype=np.float32))
-    np.testing.assert_allclose(np.asarray(out).ravel(), [0.0, 1.0], rtol=1e-6)
+def test_standardize_handles_constant_features_and_negative_counts_column_by_column():
+    constant = np.array([[2.0], [5.0]], dtype=np.float32)
+    counts = np.array([[-4], [3]], dtype=np.int64)  # an int64 input is cast; a negative count is clipped to 0
+    out = Standardize(mean=[2.0, 0.0], variance=[0.0, 4.0], log=[False, True])([constant, counts])
+    np.testing.assert_allclose(np.asarray(out), [[0.0, 0.0], [3.0, np.log(4.0) / 2.0]], rtol=1e-6)
 
 
 def test_to_tensors_gives_one_column_per_feature_with_spec_dtype(frame):

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.run import run_info
 from jobs import simulate
 from jobs import simulation_world as sw
 from jobs.config import PctrConfig, load_config
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ds", default="2026-11-06", help="the evaluated day (the demo's holdout day)")
     parser.add_argument("--history", default="3,8", help="comma-separated days of history to estimate from")
     args = parser.parse_args(argv)
-    result = run(load_config(), args.scale, args.ds, [int(d) for d in args.history.split(",")])
+    result = run(load_config(), args.scale, args.ds, [int(d) for d in args.history.split(",")]) | run_info()
     write_json_atomic(RESULTS / f"oracle-gap-{args.scale}.json", result)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0

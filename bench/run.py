@@ -2,13 +2,17 @@
 
 Measured on fresh homes (``PCTR_HOME`` is ignored: temporary directories are used):
 - at ``--throughput-scale`` (medium: 10M impressions a day): simulation and Spark join rows/s, the
-  feature job's seconds and Feast historical retrieval rows/s;
+  feature job's seconds and Feast historical retrieval rows/s (part ``throughput``); and one day's
+  join, features, training set and training, each in a process of its own with its seconds and peak
+  memory (part ``medium_day``);
 - at ``--scale``: the seconds of every data stage, Feast historical retrieval rows/s (file, duckdb,
   Spark offline stores) and online read latency (sqlite, Redis), training examples/s with 1 and 2
-  Horovod processes (with peak resident memory), ranker SavedModel latency for 1,000 candidates, and
-  the ranking service's latency for one /v1/rank request (in process: Feast online read, user tower,
-  FAISS, ranker, auction).
-Seconds, not instructions: run it on an otherwise idle machine.
+  Horovod processes (with the peak memory of the train stage's processes), ranker SavedModel latency for
+  1,000 candidates, and the ranking service's latency for one /v1/rank request (in process: Feast
+  online read, user tower, FAISS, ranker, auction).
+Peak memory is the summed RSS of a step's process tree (``jobs.resources.PeakMemory``). Every results
+file records the machine, the git commit and the date. Seconds, not instructions: run it on an
+otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,11 +32,14 @@ import numpy as np
 
 from jobs.config import PctrConfig, load_config
 from jobs.io import write_json_atomic
-from jobs.layout import ds_range
+from jobs.layout import ds_range, shift_ds
+from jobs.resources import MIB, PeakMemory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REDIS = f"127.0.0.1:{os.environ.get('PCTR_TEST_REDIS_PORT', '6390')}"  # started by `make redis`
 START = "2026-11-01"
+# the default driver heap fits a small day; a medium day (10M impressions) needs more in local mode
+THROUGHPUT_DRIVER_MEMORY = "8g"
 
 
 def _percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -70,6 +79,7 @@ def bench_throughput(scale: str, max_entity_rows: int = 100_000) -> dict[str, An
     first, second = ds_range(START, 2)
     with tempfile.TemporaryDirectory(prefix="pctr-bench-") as home:
         cfg = load_config(home=home)
+        cfg.spark.driver_memory = THROUGHPUT_DRIVER_MEMORY
         out: dict[str, Any] = {"scale": scale, "spark_driver_memory": cfg.spark.driver_memory}
         out["simulate"] = _simulate(cfg, scale, days=3)
         out["join"] = []
@@ -100,61 +110,97 @@ def bench_daily_stages(cfg: PctrConfig, scale: str, days: int) -> dict[str, Any]
 
 
 def bench_training(cfg: PctrConfig, ds: str) -> dict[str, Any]:
-    """The ranker's training throughput with 1 and 2 Horovod processes on the same training set."""
-    import psutil
+    """The ranker's training throughput with 1 and 2 Horovod processes on the same training set.
 
+    ``peak_rss_mib`` is the summed RSS of the ``pctr train`` process, horovodrun and its workers.
+    """
     from jobs.pipeline import run_stage
 
     run_stage(cfg, "training_set", ds)
     out = {}
     for num_proc in (1, 2):
-        cfg.train.num_proc = num_proc
-        peak = _PeakMemory(psutil)
-        with peak:
-            stats = run_stage(cfg, "train", ds)
+        variant = cfg.model_copy(deep=True)
+        variant.train.num_proc = num_proc
+        measured = measure_cli(variant, "train", "--ds", ds)
         out[f"np{num_proc}"] = {
-            "examples_per_second": stats["examples_per_second"],
-            "ranker_seconds": stats["ranker_seconds"],
-            "peak_rss_mib": peak.peak_mib,
+            "examples_per_second": measured["stats"]["examples_per_second"],
+            "ranker_seconds": measured["stats"]["ranker_seconds"],
+            "peak_rss_mib": measured["peak_rss_mib"],
         }
     return out
 
 
-class _PeakMemory:
-    """Peak total RSS of the training processes (horovodrun and its workers), sampled every 0.2 s.
+def config_env(cfg: PctrConfig) -> dict[str, str]:
+    """``PCTR_*`` variables that make ``load_config()`` in another process return ``cfg`` (sections as JSON)."""
+    env = {}
+    for name, value in cfg.model_dump(mode="json").items():
+        env[f"PCTR_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
 
-    This process and its Spark JVM are left out: they are not part of training.
+
+def measure_cli(cfg: PctrConfig, *args: str) -> dict[str, Any]:
+    """Run ``pctr ARGS --json`` under ``cfg`` in a process of its own: its summary, wall seconds and peak memory.
+
+    A process of its own, as an Airflow task runs a stage: the peak (summed RSS of that process and its
+    descendants: a Spark JVM, horovodrun's workers, sampled every 0.2 s) is the step's alone. The
+    caller's ``PCTR_*`` variables are replaced by ``cfg``'s, which already includes them.
     """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PCTR_")} | config_env(cfg)
+    started = time.time()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", *args, "--json"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    with PeakMemory(proc.pid, interval=0.2) as memory:
+        stdout, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"pctr {' '.join(args)} exited {proc.returncode} (its error is above)")
+    return {
+        "stats": json.loads(stdout.strip().splitlines()[-1]),
+        "seconds": round(time.time() - started, 2),
+        "peak_rss_mib": memory.peak_mib,
+    }
 
-    def __init__(self, psutil: Any) -> None:
-        import threading
 
-        self._psutil = psutil
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self.peak_mib = 0.0
+def bench_one_day(scale: str) -> dict[str, Any]:
+    """Seconds and peak memory of one day at ``scale`` through join, features, training set and training.
 
-    def _sample(self) -> None:
-        me = self._psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for proc in me.children(recursive=True):
-                try:
-                    if any("horovod" in part or "train_worker" in part for part in proc.cmdline()):
-                        total += proc.memory_info().rss
-                except self._psutil.Error:
-                    pass
-            self.peak_mib = max(self.peak_mib, total / 2**20)
-            self._stop.wait(0.2)
+    Each step runs as ``pctr ...`` in a process of its own (``measure_cli``). Training a day takes a run
+    whose train split is that day: with ``history_days=1`` the run closing ``day+2`` trains on ``day``,
+    validates on ``day+1`` and holds out ``day+2``, so those days are joined too (not reported as the
+    day's steps) and four days are simulated (a day's join needs the next day's clicks).
+    """
+    day = START
+    days = ds_range(day, 4)
+    run_ds = shift_ds(day, 2)
+    with tempfile.TemporaryDirectory(prefix="pctr-bench-") as home:
+        cfg = load_config(home=home)
+        cfg.spark.driver_memory = THROUGHPUT_DRIVER_MEMORY
+        cfg.train.history_days = 1
+        out: dict[str, Any] = {"scale": scale, "day": day, "run_ds": run_ds, "num_proc": cfg.train.num_proc}
+        simulated = measure_cli(cfg, "simulate", "--start", day, "--days", str(len(days)), "--scale", scale)
+        out["simulate_4_days"] = _step(simulated, rows=simulated["stats"]["rows"]["impressions"])
+        joined = measure_cli(cfg, "join-logs", "--ds", day)
+        out["join_logs"] = _step(joined, input_impressions=joined["stats"]["input_impressions"])
+        features = measure_cli(cfg, "build-features", "--ds", day)
+        out["build_features"] = _step(features, rows=features["stats"]["rows"])
+        out["other_joins"] = {ds: _step(measure_cli(cfg, "join-logs", "--ds", ds)) for ds in days[1:3]}
+        training_set = measure_cli(cfg, "training-set", "--ds", run_ds)
+        out["training_set"] = _step(training_set, splits=training_set["stats"]["splits"])
+        trained = measure_cli(cfg, "train", "--ds", run_ds)
+        out["train"] = _step(
+            trained, **{k: trained["stats"][k] for k in ("examples_per_second", "ranker_seconds", "baseline_seconds")}
+        )
+    return out
 
-    def __enter__(self) -> _PeakMemory:
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_mib = round(self.peak_mib, 1)
+def _step(measured: dict[str, Any], **details: Any) -> dict[str, Any]:
+    """One step's record: wall seconds (process start included), the stage's own seconds, peak memory."""
+    return {
+        "seconds": measured["seconds"],
+        "stage_seconds": measured["stats"].get("seconds"),
+        "peak_rss_mib": measured["peak_rss_mib"],
+        **details,
+    }
 
 
 def bench_historical(cfg: PctrConfig, entities: Any) -> dict[str, Any]:
@@ -259,17 +305,19 @@ def bench_serving(cfg: PctrConfig, ds: str, requests: int = 300) -> dict[str, An
     }
 
 
-PARTS = ("pipeline", "throughput")
+PARTS = ("pipeline", "throughput", "medium_day")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--throughput-scale", default="medium", help="scale of the simulate/join/features run")
+    parser.add_argument(
+        "--throughput-scale", default="medium", help="scale of the simulate/join/features run and of the one-day run"
+    )
     parser.add_argument("--scale", default="small", help="scale of the pipeline run (training, serving)")
     parser.add_argument("--days", type=int, default=5, help="simulated days of the pipeline run")
     parser.add_argument(
-        "--parts", default=",".join(PARTS), help="comma-separated subset of pipeline,throughput; the file keeps "
-        "the other parts' earlier figures (each part has its own started_at)",
+        "--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}; the file keeps "
+        "the other parts' earlier figures (`parts` records when and at which commit each part was measured)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     parts = args.parts.split(",")
@@ -277,31 +325,64 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
     path = RESULTS / f"bench-{args.throughput_scale}-{args.scale}.json"
     result: dict[str, Any] = json.loads(path.read_text()) if path.exists() and len(parts) < len(PARTS) else {}
-    result.update(
-        scale=args.scale,
-        machine={"cpus": os.cpu_count(), "python": platform.python_version()},
-    )
+    result.update(scale=args.scale, **run_info())
     if "pipeline" in parts:
-        result.update(days=args.days, started_at=_now())
-        with tempfile.TemporaryDirectory(prefix="pctr-bench-") as home:
-            cfg = load_config(home=home)
-            cfg.train.history_days = args.days - 3
-            ds = ds_range(START, args.days)[-2]
-            for name, measure in (
-                ("data", lambda: bench_daily_stages(cfg, args.scale, args.days)),
-                ("feature_store", lambda: bench_feature_store(cfg, ds)),
-                ("training", lambda: bench_training(cfg, ds)),
-                ("serving", lambda: bench_serving(cfg, ds)),
-            ):
-                result[name] = measure()
-                write_json_atomic(path, result)  # what was measured survives a later failure
+        _start_part(result, "pipeline")
+        result.update(days=args.days, started_at=result["parts"]["pipeline"]["started_at"])
+        bench_pipeline(args.scale, args.days, result, path)
     if "throughput" in parts:
-        started_at = _now()
+        _start_part(result, "throughput")
+        started_at = result["parts"]["throughput"]["started_at"]
         result["throughput"] = {**bench_throughput(args.throughput_scale), "started_at": started_at}
+        write_json_atomic(path, result)
+    if "medium_day" in parts:
+        _start_part(result, "medium_day")
+        result["medium_day"] = bench_one_day(args.throughput_scale)
         write_json_atomic(path, result)
     print(json.dumps(result, indent=2, sort_keys=True))
     print(f"written to {path}")
     return 0
+
+
+def bench_pipeline(scale: str, days: int, result: dict[str, Any], path: Path) -> None:
+    """The ``pipeline`` part, written to ``path`` after each of its measurements."""
+    with tempfile.TemporaryDirectory(prefix="pctr-bench-") as home:
+        cfg = load_config(home=home)
+        cfg.train.history_days = days - 3
+        ds = ds_range(START, days)[-2]
+        for name, measure in (
+            ("data", lambda: bench_daily_stages(cfg, scale, days)),
+            ("feature_store", lambda: bench_feature_store(cfg, ds)),
+            ("training", lambda: bench_training(cfg, ds)),
+            ("serving", lambda: bench_serving(cfg, ds)),
+        ):
+            result[name] = measure()
+            write_json_atomic(path, result)  # what was measured survives a later failure
+
+
+def run_info() -> dict[str, Any]:
+    """The machine (cores, memory, Python), the checkout's commit (``dirty``: uncommitted changes) and the date."""
+    import psutil
+
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+    return {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_mib": round(psutil.virtual_memory().total / MIB),
+            "python": platform.python_version(),
+        },
+        "git": {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))},
+        "date": _now(),
+    }
+
+
+def _start_part(result: dict[str, Any], part: str) -> None:
+    """Record when and at which commit ``part`` is measured (the file may keep other parts from other runs)."""
+    result.setdefault("parts", {})[part] = {"started_at": _now(), "git": result["git"]}
 
 
 def _now() -> str:

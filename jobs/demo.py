@@ -1,13 +1,18 @@
 """``make demo``: simulate a few days, run pctr_daily through Airflow, serve the bundle, rank for three users.
 
-History days (features warm-up and training data) go through the local runner's data stages, the
-day being closed goes through ``airflow dags test pctr_daily``; both run the same stage functions.
-Writes ``$PCTR_HOME/demo/summary.json``.
+History days (features warm-up and training data) go through the local runner's data stages in a
+process of its own, the day being closed goes through ``airflow dags test pctr_daily --use-executor``;
+both run the same stage functions. The terminal shows each task as it starts and ends and the
+training's epochs; the whole Airflow output goes to ``$PCTR_HOME/demo/airflow_dags_test.log``. A failed
+task ends the demo at once with its log tail. Writes ``$PCTR_HOME/demo/summary.json``, with the peak
+memory of every process the demo started, summed (whole run, history, each stage).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,12 +21,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.airflow_local import dags_test, migrate
+import psutil
+
+from jobs.airflow_local import (
+    WAITING_LINE,
+    DagTestOutput,
+    TaskEvent,
+    api_server_command,
+    dags_test_command,
+    dags_test_env,
+    free_port,
+    migrate,
+    task_log_tail,
+    wait_api_ready,
+)
 from jobs.config import PctrConfig, load_config
 from jobs.evaluate import SUMMARY_METRICS as EVALUATION_METRICS
 from jobs.io import read_json, write_json_atomic
 from jobs.layout import Layout, ds_range, shift_ds
 from jobs.pipeline import DAILY_STAGES, run_day
+from jobs.resources import PeakMemory
+from jobs.spark import stop_spark
 
 DEMO_CLOSED_DAY = "2026-11-06"
 # Days of logs before the first training day, so that its rows already have a few days of feature
@@ -29,6 +49,8 @@ DEMO_CLOSED_DAY = "2026-11-06"
 # and 7 training days beat 7 and 3 (measured: +0.002 AUC for both models).
 DEMO_WARMUP_DAYS = 3
 DEMO_USERS = 3
+# lines of a failed task's log shown on the terminal
+TAIL_LINES = 30
 SUMMARY_METRICS = (*EVALUATION_METRICS, "oracle_auc", "baseline_auc")
 
 
@@ -47,9 +69,207 @@ def prepare_history(cfg: PctrConfig, days: list[str], scale: str) -> None:
         if not (layout.truth(ds) / "part-0.parquet").exists():
             print(f"simulate {ds} ({scale})", flush=True)
             simulate.run(cfg, start=ds, days=1, scale=scale)
-    for ds in days[:-1]:
-        if not (layout.stage_output("materialize", ds) / "_stats.json").exists():
-            run_day(cfg, ds, until="materialize", log=lambda line: print(line, flush=True))
+    # one Spark session for every history day (a start costs seconds a day), stopped before Airflow runs
+    try:
+        for ds in days[:-1]:
+            if not (layout.stage_output("materialize", ds) / "_stats.json").exists():
+                run_day(cfg, ds, until="materialize", log=lambda line: print(line, flush=True), keep_spark=True)
+    finally:
+        stop_spark()
+
+
+def prepare_history_apart(scale: str, children: ChildProcesses) -> None:
+    """``prepare_history`` in a process of its own (``python -m jobs.demo --history-only``).
+
+    What the data stages' libraries (Spark's Python side, Great Expectations, Feast) hold stays in the
+    process that imported them: apart, it goes back to the machine before Airflow starts instead of
+    adding to every later stage's memory.
+    """
+    proc = children.popen([sys.executable, "-m", "jobs.demo", "--scale", scale, "--history-only"])
+    if proc.wait() != 0:
+        raise SystemExit(f"preparing the history failed (exit {proc.returncode})")
+
+
+class ChildProcesses:
+    """The processes the demo starts, each in a session of its own, and their descendants; ``stop`` ends them.
+
+    A session of their own keeps a terminal's Ctrl-C to the demo alone, which then stops them in order:
+    SIGINT to each child's process group (Airflow shuts down on SIGINT; ``airflow dags test`` was seen
+    ignoring SIGTERM), then, after ``grace`` seconds, SIGKILL to whatever of their trees is left, including
+    descendants in groups of their own (Airflow's task processes, horovodrun's workers).
+    """
+
+    def __init__(self, grace: float = 5.0) -> None:
+        self.grace = grace
+        self._procs: list[subprocess.Popen] = []
+
+    def popen(self, command: list[str], **kwargs: Any) -> subprocess.Popen:
+        proc = subprocess.Popen(command, start_new_session=True, **kwargs)
+        self._procs.append(proc)
+        return proc
+
+    def stop(self, *procs: subprocess.Popen, grace: float | None = None) -> None:
+        """Stop ``procs`` (default: every child) with their descendants; return once all are gone."""
+        procs = procs or tuple(self._procs)
+        tree = _process_trees(procs)
+        for proc in procs:
+            _signal_group(proc, signal.SIGINT)
+        _wait_gone(tree, self.grace if grace is None else grace)
+        # descendants started meanwhile count too; a group leader is reaped only below, so its pid is still its group's
+        survivors = [p for p in {*tree, *_process_trees(procs)} if _alive(p)]
+        for victim in survivors:
+            with contextlib.suppress(psutil.Error):
+                victim.kill()
+        for proc in procs:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+            if proc in self._procs:
+                self._procs.remove(proc)
+        _wait_gone(survivors, 10.0)  # SIGKILL is delivered asynchronously
+
+
+def _process_trees(procs: tuple[subprocess.Popen, ...]) -> list[psutil.Process]:
+    tree = []
+    for proc in procs:
+        if proc.returncode is None:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(proc.pid)
+                tree += [root, *root.children(recursive=True)]
+    return tree
+
+
+def _wait_gone(processes: list[psutil.Process], timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and any(_alive(p) for p in processes):
+        time.sleep(0.1)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
+    if proc.returncode is None:  # not reaped yet: its pid, and so the group id, cannot have been reused
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+
+def close_day_with_airflow(
+    cfg: PctrConfig, ds: str, children: ChildProcesses, memory: PeakMemory
+) -> dict[str, dict[str, Any]]:
+    """Run pctr_daily for ds with ``airflow dags test --use-executor``; each task's final state and seconds.
+
+    The terminal gets each task's start and end and the training's epoch lines; a failed task stops
+    Airflow at once and ends the demo (SystemExit) after printing the task's log tail. Each task is a
+    phase of ``memory``.
+    """
+    layout = Layout(cfg.home)
+    migrate(cfg)
+    port = free_port()
+    env = dags_test_env(cfg, port)
+    with open(layout.demo / "airflow_api_server.log", "w") as out:
+        api = children.popen(api_server_command(port), env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_api_ready(port, api)
+        log_path = layout.demo / "airflow_dags_test.log"
+        print(f"airflow dags test pctr_daily {ds} --use-executor, one task at a time (output: {log_path})", flush=True)
+        proc = children.popen(
+            dags_test_command("pctr_daily", ds),
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        )  # fmt: skip
+        output, recent, failed = _follow_dags_test(proc, log_path, memory)
+        if failed is not None:
+            children.stop(proc)
+            tail = task_log_tail(cfg, "pctr_daily", failed.task_id or "") or list(recent)
+            print(f"\nlast lines of the {failed.task_id} task's log:", *tail, sep="\n  ", file=sys.stderr)
+            raise SystemExit(f"pctr_daily {ds}: task {failed.task_id} {failed.state}; Airflow output: {log_path}")
+        not_ok = [s.name for s in DAILY_STAGES if output.ended.get(s.name, {}).get("state") != "success"]
+        if proc.returncode != 0 or not_ok:
+            print(*recent, sep="\n", file=sys.stderr)
+            raise SystemExit(f"pctr_daily {ds}: dags test exited {proc.returncode}, tasks not successful: {not_ok}")
+        return output.ended
+    finally:
+        children.stop(api)
+
+
+def _follow_dags_test(
+    proc: subprocess.Popen, log_path: Path, memory: PeakMemory
+) -> tuple[DagTestOutput, collections.deque[str], TaskEvent | None]:
+    """Tee ``dags test`` output to ``log_path`` and show its progress until it exits or a task fails.
+
+    Returns the parsed output, the last lines (for a failure without a task log) and the failed task's
+    ``ended`` event, if any.
+    """
+    output = DagTestOutput()
+    recent: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    assert proc.stdout is not None
+    with open(log_path, "w") as log:
+        for line in proc.stdout:
+            log.write(line)
+            if WAITING_LINE not in line:
+                recent.append(line.rstrip("\n"))
+            for event in output.feed(line):
+                _show(event, memory)
+                if event.kind == "ended" and event.state != "success":
+                    return output, recent, event
+    proc.wait()
+    return output, recent, None
+
+
+def _show(event: TaskEvent, memory: PeakMemory) -> None:
+    if event.kind == "started":
+        memory.phase(event.task_id)
+        print(f"  {event.task_id} ...", flush=True)
+    elif event.kind == "ended":
+        memory.phase(None)
+        status = "ok" if event.state == "success" else event.state
+        print(f"  {event.task_id} {status} ({event.seconds} s)", flush=True)
+    else:
+        print(f"    {event.text}", flush=True)
+
+
+def demo_users(cfg: PctrConfig, ds: str, n: int) -> list[str]:
+    """The most active users of the closed day plus one user the system has never seen."""
+    import pandas as pd
+
+    rows = pd.read_parquet(Layout(cfg.home).eval_sample(ds) / "data", columns=["user_id"])
+    return [*rows["user_id"].value_counts().index[: n - 1].tolist(), "u-new-demo-user"]
+
+
+def serving_day(ds: str) -> str:
+    """The day the model closed on ds serves: the next one. The demo's requests carry a time in it."""
+    return shift_ds(ds, 1)
+
+
+def serve_and_rank(cfg: PctrConfig, ds: str, children: ChildProcesses) -> dict[str, Any]:
+    """Start ``pctr serve``, rank for a few users and score one instance through the TF-Serving API.
+
+    The ranking requests are stamped noon of the serving day (the simulated clock, not the wall
+    clock), so the served log and ``pctr skew-report --ds <serving day>`` belong to the simulated world.
+    """
+    import httpx
+
+    url = f"http://{cfg.serving.host}:{cfg.serving.port}"
+    with open(Layout(cfg.home).demo / "serve.log", "w") as out:
+        proc = children.popen([sys.executable, "-m", "jobs.cli", "serve"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(url, proc)
+        context = {"placement": "feed", "device": "ios", "os": "ios", "country": "US"}
+        request = {"context": context, "slots": 3, "request_time": f"{serving_day(ds)}T12:00:00Z"}
+        ranked = []
+        for user_id in demo_users(cfg, ds, DEMO_USERS):
+            response = httpx.post(f"{url}/v1/rank", json={"user_id": user_id, **request}, timeout=30.0)
+            response.raise_for_status()
+            ranked.append(response.json())
+        first = ranked[0]["ads"][0]
+        instance = {"user_id": ranked[0]["user_id"], "ad_id": first["ad_id"], "advertiser_id": first["advertiser_id"]}
+        predicted = httpx.post(f"{url}/v1/models/pctr:predict", json={"instances": [instance]}, timeout=30.0).json()
+        return {"rank": ranked, "predict": {"instances": [instance], **predicted}}
+    finally:
+        children.stop(proc, grace=30.0)  # the service writes its served log on the way out: give it time
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
@@ -68,55 +288,14 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> Non
     raise TimeoutError(f"the service at {url} was not ready within {timeout:.0f} s")
 
 
-def demo_users(cfg: PctrConfig, ds: str, n: int) -> list[str]:
-    """The most active users of the closed day plus one user the system has never seen."""
-    import pandas as pd
+def summarise(
+    cfg: PctrConfig, ds: str, tasks: dict[str, dict[str, Any]], peaks: dict[str, float], served: dict[str, Any]
+) -> dict[str, Any]:
+    """The demo's summary: each stage's status, seconds and peak memory, metrics, model and serving examples.
 
-    rows = pd.read_parquet(Layout(cfg.home).eval_sample(ds) / "data", columns=["user_id"])
-    return [*rows["user_id"].value_counts().index[: n - 1].tolist(), "u-new-demo-user"]
-
-
-def serving_day(ds: str) -> str:
-    """The day the model closed on ds serves: the next one. The demo's requests carry a time in it."""
-    return shift_ds(ds, 1)
-
-
-def serve_and_rank(cfg: PctrConfig, ds: str) -> dict[str, Any]:
-    """Start ``pctr serve``, rank for a few users and score one instance through the TF-Serving API.
-
-    The ranking requests are stamped noon of the serving day (the simulated clock, not the wall
-    clock), so the served log and ``pctr skew-report --ds <serving day>`` belong to the simulated world.
+    ``tasks`` maps a task to its final ``state`` and ``seconds``; ``peaks`` maps a phase (a task name,
+    ``history``, ``serve``) to the peak summed RSS in MiB of the demo's processes while it ran.
     """
-    import httpx
-
-    url = f"http://{cfg.serving.host}:{cfg.serving.port}"
-    log = Layout(cfg.home).demo / "serve.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", "serve"], stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy()
-        )
-    try:
-        _wait_ready(url, proc)
-        context = {"placement": "feed", "device": "ios", "os": "ios", "country": "US"}
-        request = {"context": context, "slots": 3, "request_time": f"{serving_day(ds)}T12:00:00Z"}
-        ranked = []
-        for user_id in demo_users(cfg, ds, DEMO_USERS):
-            response = httpx.post(f"{url}/v1/rank", json={"user_id": user_id, **request}, timeout=30.0)
-            response.raise_for_status()
-            ranked.append(response.json())
-        first = ranked[0]["ads"][0]
-        instance = {"user_id": ranked[0]["user_id"], "ad_id": first["ad_id"], "advertiser_id": first["advertiser_id"]}
-        predicted = httpx.post(f"{url}/v1/models/pctr:predict", json={"instances": [instance]}, timeout=30.0).json()
-        return {"rank": ranked, "predict": {"instances": [instance], **predicted}}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def summarise(cfg: PctrConfig, ds: str, states: dict[str, dict[str, Any]], served: dict[str, Any]) -> dict[str, Any]:
     from jobs.evaluate import load_evaluation
     from jobs.retrieval import retrieval_dir
 
@@ -124,16 +303,19 @@ def summarise(cfg: PctrConfig, ds: str, states: dict[str, dict[str, Any]], serve
     evaluation = load_evaluation(cfg, ds)
     registered = read_json(layout.stage_output("register", ds) / "_stats.json")
     retrieval = read_json(retrieval_dir(cfg, ds) / "_stats.json")
-    stages = {
-        s.name: {
-            "status": "ok" if states.get(s.name, {}).get("state") == "success" else states.get(s.name, {}).get("state"),
-            "seconds": _duration(states.get(s.name, {})),
+    stages = {}
+    for stage in DAILY_STAGES:
+        task = tasks.get(stage.name, {})
+        stages[stage.name] = {
+            "status": "ok" if task.get("state") == "success" else task.get("state"),
+            "seconds": task.get("seconds"),
+            "peak_memory_mib": peaks.get(stage.name),
         }
-        for s in DAILY_STAGES
-    }
     return {
         "ds": ds,
         "stages": stages,
+        "history_peak_memory_mib": peaks.get("history"),
+        "serve_peak_memory_mib": peaks.get("serve"),
         "metrics": {k: evaluation["metrics"].get(k) for k in SUMMARY_METRICS},
         "model_version": registered["model_version"],
         "champion": registered["champion_version"],
@@ -159,40 +341,69 @@ def skew_check(cfg: PctrConfig, ds: str) -> dict[str, Any]:
     }
 
 
-def _duration(state: dict[str, Any]) -> float | None:
-    import datetime as dt
+def run_demo(cfg: PctrConfig, scale: str, children: ChildProcesses, memory: PeakMemory) -> dict[str, Any]:
+    """The demo's steps: history (local runner), the closed day (Airflow), serving; returns the summary.
 
-    start, end = state.get("start_date"), state.get("end_date")
-    if not start or not end:
-        return None
-    return round((dt.datetime.fromisoformat(str(end)) - dt.datetime.fromisoformat(str(start))).total_seconds(), 2)
+    The whole run's peak memory is not in it: ``main`` adds it once ``memory`` has stopped.
+    """
+    started = time.time()
+    days = demo_days(cfg)
+    ds = days[-1]
+    memory.phase("history")
+    prepare_history_apart(scale, children)
+    memory.phase(None)
+    tasks = close_day_with_airflow(cfg, ds, children, memory)
+    memory.phase("serve")
+    served = serve_and_rank(cfg, ds, children)
+    memory.phase(None)
+    summary = summarise(cfg, ds, tasks, memory.phase_peaks_mib, served)
+    summary["skew"] = skew_check(cfg, ds)
+    summary["wall_seconds"] = round(time.time() - started, 1)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the demo; 130 if interrupted (SIGINT or SIGTERM), after stopping every process it started."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="small")
+    parser.add_argument("--history-only", action="store_true", help="only simulate and prepare the history days")
     args = parser.parse_args(argv)
-    started = time.time()
     cfg = load_config()
+    if args.history_only:
+        prepare_history(cfg, demo_days(cfg), args.scale)
+        return 0
     layout = Layout(cfg.home)
     layout.demo.mkdir(parents=True, exist_ok=True)
-    days = demo_days(cfg)
-    ds = days[-1]
-    prepare_history(cfg, days, args.scale)
-    print(f"airflow dags test pctr_daily {ds}", flush=True)
-    migrate(cfg)
-    states = dags_test(cfg, "pctr_daily", ds, log_file=layout.demo / "airflow_dags_test.log")
-    failed = [t for t, s in states.items() if s.get("state") != "success"]
-    if failed:
-        log = layout.demo / "airflow_dags_test.log"
-        raise SystemExit(f"pctr_daily {ds}: tasks not successful: {failed}; see {log}")
-    served = serve_and_rank(cfg, ds)
-    summary = summarise(cfg, ds, states, served)
-    summary["skew"] = skew_check(cfg, ds)
-    summary["wall_seconds"] = round(time.time() - started, 1)
+    children = ChildProcesses()
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        # the demo's own process and every descendant: Spark JVMs, Airflow and its task processes, horovodrun
+        with PeakMemory(interval=0.5) as memory:
+            summary = run_demo(cfg, args.scale, children, memory)
+    except KeyboardInterrupt as interrupted:
+        print(f"\npctr demo: interrupted ({interrupted or 'SIGINT'}); stopping what it started", file=sys.stderr)
+        return 130
+    finally:
+        _stop_uninterrupted(children, previous)
+    summary["peak_memory_mib"] = memory.peak_mib
     write_json_atomic(layout.demo / "summary.json", summary)
     _print_human(summary, layout.demo / "summary.json")
     return 0
+
+
+def _stop_uninterrupted(children: ChildProcesses, handlers: dict[int, Any]) -> None:
+    """Stop every child with SIGINT and SIGTERM ignored meanwhile (a second Ctrl-C must not cut it short)."""
+    for sig in handlers:
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        children.stop()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _print_human(summary: dict[str, Any], path: Path) -> None:
@@ -201,6 +412,12 @@ def _print_human(summary: dict[str, Any], path: Path) -> None:
     print(
         f"  ranker AUC {m['auc']:.4f} (oracle {m['oracle_auc']:.4f}, baseline {m['baseline_auc']:.4f}), "
         f"logloss {m['logloss']:.4f}, NE {m['normalized_entropy']:.4f}, ECE {m['ece']:.4f}, O/E {m['oe_ratio']:.3f}"
+    )
+    stage_peaks = {name: s["peak_memory_mib"] or 0.0 for name, s in summary["stages"].items()}
+    top = max(stage_peaks, key=stage_peaks.__getitem__)
+    print(
+        f"  peak memory (summed RSS of the demo's processes) {summary['peak_memory_mib']:,.0f} MiB; history "
+        f"{summary['history_peak_memory_mib']:,.0f} MiB; largest stage {top} {stage_peaks[top]:,.0f} MiB"
     )
     print(f"  model version {summary['model_version']} (champion {summary['champion']})")
     print(f"  FAISS index of {summary['index_size']} ads; retrieval {summary['retrieval']}")

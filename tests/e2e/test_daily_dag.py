@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from jobs.config import load_config
@@ -13,28 +23,74 @@ from jobs.pipeline import DAILY_STAGES
 
 pytestmark = pytest.mark.e2e
 
+REPO = Path(__file__).resolve().parents[2]
+MIB = 2**20
 
 # small and fast, but every engine is real: Spark, GX, Feast, horovodrun -np 2, MLflow, FAISS, Airflow
 DEMO_ENV = {
     "PCTR_TRAIN__HISTORY_DAYS": "2",
     "PCTR_TRAIN__EPOCHS": "2",
-    "PCTR_TRAIN__HASH_BUCKETS": "5000",
     "PCTR_TRAIN__BATCH_SIZE": "256",
     "PCTR_SERVING__PORT": "18501",
     "PCTR_JOIN__NEG_RATE": "0.3",
 }
+# fails the first task of the closed day (its gate: every bid above the maximum), so a failing run is short
+FAILING_ENV = {**DEMO_ENV, "PCTR_JOIN__MAX_BID": "0.001"}
 
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The home of a tiny demo run and what it printed."""
     home = tmp_path_factory.mktemp("pctr-e2e")
-    with pytest.MonkeyPatch.context() as mp:
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
         for key, value in {"PCTR_HOME": str(home), **DEMO_ENV}.items():
             mp.setenv(key, value)
         from jobs import demo
 
         assert demo.main(["--scale", "tiny"]) == 0
+    return home, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo_home(demo_run: tuple[Path, str]) -> Path:
+    return demo_run[0]
+
+
+@pytest.fixture
+def copied_home(demo_home: Path, tmp_path: Path) -> Path:
+    """A copy of the demo's state (history prepared, Airflow migrated), for runs that must not change it."""
+    home = tmp_path / "home"
+    shutil.copytree(demo_home, home, symlinks=True)
     return home
+
+
+def _descendants() -> set[psutil.Process]:
+    return set(psutil.Process().children(recursive=True))
+
+
+def _task_failed_at(airflow_log: Path) -> float:
+    """When the supervisor reported the first failed task process (epoch seconds)."""
+    for line in airflow_log.read_text().splitlines():
+        if "Workload finished" in line and "final_state=failed" in line:
+            return dt.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
+    raise AssertionError(f"no failed task in {airflow_log}")
+
+
+def _command_line(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def _running(processes: set[psutil.Process]) -> set[psutil.Process]:
+    alive = set()
+    for proc in processes:
+        with contextlib.suppress(psutil.Error):
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.add(proc)
+    return alive
 
 
 def test_every_stage_of_the_daily_dag_succeeds(demo_home: Path) -> None:
@@ -86,6 +142,72 @@ def test_served_batch_features_match_the_offline_store(demo_home: Path) -> None:
     assert skew["served_day"] == (dt.date.fromisoformat(summary["ds"]) + dt.timedelta(days=1)).isoformat()
     assert skew["rows_compared"] == 9  # three users x three slots
     assert skew["max_batch_mismatch_rate"] == 0.0
+
+
+def test_the_summary_records_the_peak_memory_of_the_run_and_of_every_stage(demo_home: Path) -> None:
+    summary = read_json(demo_home / "demo" / "summary.json")
+    machine_mib = psutil.virtual_memory().total / MIB
+    peak = summary["peak_memory_mib"]
+    assert 0 < peak <= machine_mib
+    assert 0 < summary["history_peak_memory_mib"] <= peak
+    for stage in DAILY_STAGES:
+        assert 0 < summary["stages"][stage.name]["peak_memory_mib"] <= peak, stage.name
+    # horovodrun and its two TensorFlow workers are part of the train stage's tree
+    assert summary["stages"]["train"]["peak_memory_mib"] > summary["stages"]["validate_raw"]["peak_memory_mib"]
+
+
+def test_the_terminal_shows_every_task_starting_and_ending_and_the_training_epochs(demo_run: tuple[Path, str]) -> None:
+    _, printed = demo_run
+    for stage in DAILY_STAGES:
+        assert re.search(rf"^  {stage.name} \.\.\.$", printed, re.MULTILINE), stage.name
+        assert re.search(rf"^  {stage.name} ok \([0-9.]+ s\)$", printed, re.MULTILINE), stage.name
+    epochs = re.findall(r"^    \[train\] epoch (\d+)/2 ", printed, re.MULTILINE)
+    assert epochs[:2] == ["1", "2"]
+
+
+def test_a_failed_task_ends_the_demo_at_once_with_its_error(
+    copied_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jobs import demo
+
+    for key, value in {"PCTR_HOME": str(copied_home), **FAILING_ENV}.items():
+        monkeypatch.setenv(key, value)
+    before = _descendants()
+    with pytest.raises(SystemExit) as failed:
+        demo.main(["--scale", "tiny"])
+    exited = time.time()
+
+    assert failed.value.code not in (0, None)
+    assert "task validate_raw failed" in str(failed.value.code)  # failed, not up_for_retry: no retries
+    printed = capsys.readouterr()
+    assert "  validate_raw failed (" in printed.out
+    # the task's own exception, from its log, on the terminal
+    assert "DataQualityError: validate raw ds=" in printed.err
+    assert "bid in (0, 0.001]" in printed.err
+    assert exited - _task_failed_at(copied_home / "demo" / "airflow_dags_test.log") < 60
+    assert _running(_descendants() - before) == set()
+
+
+def test_sigterm_stops_the_demo_and_every_process_it_started(copied_home: Path) -> None:
+    env = {**os.environ, "PCTR_HOME": str(copied_home), **FAILING_ENV, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.demo", "--scale", "tiny"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        deadline = time.time() + 180
+        for line in proc.stdout:  # until the first Airflow task runs
+            if line.strip() == "validate_raw ..." or time.time() > deadline:
+                break
+        tree = set(psutil.Process(proc.pid).children(recursive=True))
+        assert any("dags test" in _command_line(p) for p in tree), "the Airflow run had not started"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+        assert _running(tree) == set()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_a_rerun_warm_started_from_the_champion_starts_from_its_weights(

@@ -104,21 +104,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_api_ready(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    """Return once the Execution API answers its health check; raise if its process exits or time runs out."""
+def wait_http_ready(url: str, proc: subprocess.Popen, what: str, timeout: float = 120.0) -> None:
+    """Return once ``url`` answers 200; raise if ``proc`` (the server, ``what``) exits or time runs out."""
     import httpx
 
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the Airflow API server exited with code {proc.returncode} before it was ready")
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before it was ready")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/execution/health", timeout=2.0).status_code == 200:
+            if httpx.get(url, timeout=2.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise TimeoutError(f"the Airflow API server on port {port} was not ready within {timeout:.0f} s")
+    raise TimeoutError(f"{what} at {url} was not ready within {timeout:.0f} s")
+
+
+def wait_api_ready(port: int, proc: subprocess.Popen) -> None:
+    """Return once the Execution API answers its health check."""
+    wait_http_ready(f"http://127.0.0.1:{port}/execution/health", proc, "the Airflow API server")
 
 
 def airflow(cfg: PctrConfig, *args: str) -> str:

@@ -34,6 +34,7 @@ from jobs.airflow_local import (
     migrate,
     task_log_tail,
     wait_api_ready,
+    wait_http_ready,
 )
 from jobs.config import PctrConfig, load_config
 from jobs.evaluate import SUMMARY_METRICS as EVALUATION_METRICS
@@ -256,7 +257,7 @@ def serve_and_rank(cfg: PctrConfig, ds: str, children: ChildProcesses) -> dict[s
     with open(Layout(cfg.home).demo / "serve.log", "w") as out:
         proc = children.popen([sys.executable, "-m", "jobs.cli", "serve"], stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_ready(url, proc)
+        wait_http_ready(f"{url}/readyz", proc, "the service", timeout=180.0)
         context = {"placement": "feed", "device": "ios", "os": "ios", "country": "US"}
         request = {"context": context, "slots": 3, "request_time": f"{serving_day(ds)}T12:00:00Z"}
         ranked = []
@@ -270,22 +271,6 @@ def serve_and_rank(cfg: PctrConfig, ds: str, children: ChildProcesses) -> dict[s
         return {"rank": ranked, "predict": {"instances": [instance], **predicted}}
     finally:
         children.stop(proc, grace=30.0)  # the service writes its served log on the way out: give it time
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
-    import httpx
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the service exited with code {proc.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1.0)
-    raise TimeoutError(f"the service at {url} was not ready within {timeout:.0f} s")
 
 
 def summarise(

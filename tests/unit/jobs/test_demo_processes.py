@@ -46,7 +46,9 @@ def test_stop_kills_children_that_ignore_sigint_and_their_detached_descendants()
 
 def test_a_child_that_handles_sigint_stops_without_waiting_for_the_grace_period() -> None:
     children = ChildProcesses(grace=30.0)
-    proc, _ = _start(children, "import time; print(flush=True); time.sleep(600)")
+    # Python ignores SIGINT for good when started with it ignored (a background job's children are): restore it
+    handles_sigint = "import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler)"
+    proc, _ = _start(children, f"{handles_sigint}; print(flush=True); time.sleep(600)")
     started = time.time()
     children.stop(proc)
     assert time.time() - started < 5

@@ -35,11 +35,20 @@ class Stage:
 
 
 DAILY_STAGES: tuple[Stage, ...] = (
-    Stage("validate_raw", "jobs.validate", (), {"stage": "raw"}, "Great Expectations gate on the raw logs of ds", True),
+    Stage(
+        "validate_raw",
+        "jobs.validate",
+        (),
+        {"stage": "raw"},
+        "Great Expectations gate on the raw logs of ds",
+        spark=True,
+    ),
     Stage(
         "join_logs", "jobs.join_logs", ("validate_raw",), help="Spark join, quarantine, label, downsample", spark=True
     ),
-    Stage("validate_joined", "jobs.validate", ("join_logs",), {"stage": "joined"}, "gate on the joined rows", True),
+    Stage(
+        "validate_joined", "jobs.validate", ("join_logs",), {"stage": "joined"}, "gate on the joined rows", spark=True
+    ),
     Stage("build_features", "jobs.build_features", ("validate_joined",), help="Spark batch features of ds", spark=True),
     Stage("materialize", "jobs.materialize", ("build_features",), help="Feast apply + materialize ds"),
     Stage("training_set", "jobs.training_set", ("materialize",), help="point-in-time training splits from Feast"),

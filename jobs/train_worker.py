@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config import PctrConfig
-from jobs.io import read_json, write_json_atomic
+from jobs.io import write_json_atomic
 from jobs.layout import Layout
 from jobs.split_stream import common_steps, row_groups, shard, stream_dataset
 from jobs.train import CHECKPOINTS, RANKER_WEIGHTS, ranker_dir
@@ -48,7 +48,6 @@ def main() -> None:
     from models.deepfm import build_deepfm
     from models.export import export_saved_model
     from models.features import MODEL_FEATURES
-    from models.inputs import FeatureStats
     from models.training import Checkpoints, examples_per_second, train, validation_logloss
 
     hvd.init()
@@ -60,11 +59,7 @@ def main() -> None:
     layout = Layout(cfg.home)
     out = ranker_dir(cfg, args.ds)
     # a warm start keeps its model's preprocessing: the weights were learnt on those buckets and scales
-    stats = (
-        FeatureStats.from_dict(read_json(args.feature_stats))
-        if args.feature_stats
-        else load_feature_stats(cfg, args.ds)
-    )
+    stats = load_feature_stats(cfg, args.ds, args.feature_stats)
     batch_size = cfg.train.batch_size
     train_groups = row_groups(cfg, args.ds, "train")
     steps = common_steps(train_groups, hvd.size(), batch_size)

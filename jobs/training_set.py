@@ -110,11 +110,12 @@ def load_split(cfg: PctrConfig, ds: str, split: str) -> pd.DataFrame:
     return fill_defaults(pd.concat([pd.read_parquet(f) for f in split_files(cfg, ds, split)], ignore_index=True))
 
 
-def load_feature_stats(cfg: PctrConfig, ds: str) -> FeatureStats:
-    """Normalisation constants of the train split, shared by the ranker and the retrieval towers."""
+def load_feature_stats(cfg: PctrConfig, ds: str, path: Path | None = None) -> FeatureStats:
+    """Preprocessing statistics of the train split of ds (shared by the ranker and the retrieval towers),
+    or those at ``path`` (a registered model's, for a warm start)."""
     from models.inputs import FeatureStats
 
-    return FeatureStats.from_dict(read_json(Layout(cfg.home).training_set(ds) / FEATURE_STATS))
+    return FeatureStats.from_dict(read_json(path or Layout(cfg.home).training_set(ds) / FEATURE_STATS))
 
 
 def _feature_stats(cfg: PctrConfig, train: pd.DataFrame) -> dict:

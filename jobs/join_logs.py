@@ -60,29 +60,28 @@ def read_raw_events(spark: SparkSession, paths: list[str], fields: tuple[tuple[s
     """Raw JSON lines -> one row per line with the parsed fields, the raw line and a parse verdict.
 
     Lines are read as text so that a malformed line is kept (and quarantined) rather than dropped by
-    the JSON reader.
+    the JSON reader. One permissive parse tells the verdicts apart: a line that is not a JSON object
+    yields no field and sets the corrupt-record column; a mistyped field is null while the others
+    parse, and also sets it. (A line whose only fields are all mistyped counts as malformed.)
     """
     from pyspark.sql import functions as F
 
-    typed = ", ".join(f"{name} {dtype}" for name, dtype in fields)
-    as_text = ", ".join(f"{name} string" for name, _ in fields) + ", _corrupt string"
+    schema = ", ".join(f"{name} {dtype}" for name, dtype in fields) + ", _corrupt string"
     lines = (
         spark.read.option("recursiveFileLookup", "true")
         .text(paths)
         .withColumnRenamed("value", "raw")
         .withColumn("source_file", F.input_file_name())
     )
-    # two parses per line: typed values, and the same fields as text to tell "absent" from "mistyped"
-    parsed = lines.withColumn("parsed", F.from_json("raw", typed)).withColumn(
-        "text", F.from_json("raw", as_text, {"columnNameOfCorruptRecord": "_corrupt"})
-    )
-    json_ok = F.col("text._corrupt").isNull() & F.ltrim("raw").startswith("{")
-    typed_ok = [F.col(f"text.{name}").isNull() | F.col(f"parsed.{name}").isNotNull() for name, _ in fields]
+    parsed = lines.withColumn("parsed", F.from_json("raw", schema, {"columnNameOfCorruptRecord": "_corrupt"}))
+    no_field = _all([F.col(f"parsed.{name}").isNull() for name, _ in fields])
+    corrupt = F.col("parsed._corrupt").isNotNull()
+    json_ok = F.col("parsed").isNotNull() & ~(corrupt & no_field) & F.ltrim("raw").startswith("{")
     return parsed.select(
         "raw",
         "source_file",
         *[F.col(f"parsed.{name}").alias(name) for name, _ in fields],
-        F.when(~json_ok, "malformed").when(~_all(typed_ok), "schema_violation").alias("parse_error"),
+        F.when(~json_ok, "malformed").when(corrupt, "schema_violation").alias("parse_error"),
     )
 
 
@@ -166,10 +165,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         .when(missing_required, "schema_violation")
         .when(out_of_range, "out_of_range"),
     ).persist(serialized)  # parsed once: the costliest step
-    # the first of duplicate impressions (by time, then file and line) is kept; later copies are quarantined
-    first = Window.partitionBy("impression_id").orderBy("ts_parsed", "source_file", "line_no")
-    valid = imps.where(F.col("reason").isNull()).withColumn("dup_rank", F.row_number().over(first))
-    valid = valid.withColumn("reason", F.when(F.col("dup_rank") > 1, "duplicate")).persist(serialized)
+    valid = _mark_later_copies(imps.where(F.col("reason").isNull())).persist(serialized)
     clean = valid.where(F.col("reason").isNull())
 
     # ---- clicks: those that arrived on ds are accounted here; those up to the window's end label rows
@@ -224,10 +220,12 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         prev_ids = (
             spark.read.option("recursiveFileLookup", "true")
             .text(str(prev_imps))
-            .select(F.get_json_object("value", "$.impression_id").alias("impression_id"))
+            .select(F.json_tuple("value", "impression_id").alias("impression_id"))
         )
         known_ids = known_ids.unionByName(prev_ids.where(F.col("impression_id").isNotNull()))
-    known_ids = known_ids.distinct().withColumn("known", F.lit(True))
+    # only the ids that clicks refer to matter: a semi join first keeps the distinct small
+    arrived_ids = arrived.select("impression_id").where(F.col("impression_id").isNotNull())
+    known_ids = known_ids.join(arrived_ids, "impression_id", "left_semi").distinct().withColumn("known", F.lit(True))
     click_rank = Window.partitionBy("impression_id").orderBy("click_ts", "source_file", "raw")
     arrived = (
         arrived.join(known_ids, "impression_id", "left")
@@ -276,6 +274,28 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     for df in (imps, valid, clicks, rows, arrived):
         df.unpersist()
     return stats
+
+
+def _mark_later_copies(imps: DataFrame) -> DataFrame:
+    """``reason = "duplicate"`` on every copy of an impression but the first (by time, then file and line).
+
+    Only ids seen more than once are ranked, so the wide rows (they carry the raw line) never go
+    through a shuffle.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    repeated = imps.groupBy("impression_id").count().where(F.col("count") > 1).select("impression_id")
+    first = Window.partitionBy("impression_id").orderBy("ts_parsed", "source_file", "line_no")
+    later = (
+        imps.select("impression_id", "ts_parsed", "source_file", "line_no")
+        .join(repeated, "impression_id", "left_semi")
+        .withColumn("copy", F.row_number().over(first))
+        .where(F.col("copy") > 1)
+        .select("line_no", F.lit("duplicate").alias("duplicate"))
+    )
+    # redelivered copies are a small share of a day's lines: broadcast, the wide side stays in place
+    return imps.join(F.broadcast(later), "line_no", "left").withColumn("reason", F.col("duplicate")).drop("duplicate")
 
 
 def _write_partition(final: Path, df: DataFrame, partitions: int, stats: Stats | None = None) -> None:

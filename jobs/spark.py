@@ -27,6 +27,9 @@ def spark_session(cfg: PctrConfig) -> SparkSession:
         .master(cfg.spark.master)
         .config("spark.driver.memory", cfg.spark.driver_memory)
         .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
+        # Raw logs are hourly gzip files, which cannot be split: packed for two cores, a day's 24 went
+        # into two tasks of unequal length that left a core idle for seconds; smaller packs balance them
+        .config("spark.sql.files.minPartitionNum", "16")
         .config("spark.sql.session.timeZone", "UTC")
         # Feast's duckdb and Spark stores reject nanosecond Parquet timestamps
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")

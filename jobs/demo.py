@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from jobs.airflow_local import (
     WAITING_LINE,
@@ -41,6 +37,7 @@ from jobs.evaluate import SUMMARY_METRICS as EVALUATION_METRICS
 from jobs.io import read_json, write_json_atomic
 from jobs.layout import Layout, ds_range, shift_ds
 from jobs.pipeline import DAILY_STAGES, run_day
+from jobs.processes import ChildProcesses
 from jobs.resources import PeakMemory
 from jobs.spark import stop_spark
 
@@ -92,73 +89,6 @@ def prepare_history_apart(scale: str, children: ChildProcesses) -> None:
     proc = children.popen([sys.executable, "-m", "jobs.demo", "--scale", scale, "--history-only"])
     if proc.wait() != 0:
         raise SystemExit(f"preparing the history failed (exit {proc.returncode})")
-
-
-class ChildProcesses:
-    """The processes the demo starts, each in a session of its own, and their descendants; ``stop`` ends them.
-
-    A session of their own keeps a terminal's Ctrl-C to the demo alone, which then stops them in order:
-    SIGINT to each child's process group (Airflow shuts down on SIGINT; ``airflow dags test`` was seen
-    ignoring SIGTERM), then, after ``grace`` seconds, SIGKILL to whatever of their trees is left, including
-    descendants in groups of their own (Airflow's task processes, horovodrun's workers).
-    """
-
-    def __init__(self, grace: float = 5.0) -> None:
-        self.grace = grace
-        self._procs: list[subprocess.Popen] = []
-
-    def popen(self, command: list[str], **kwargs: Any) -> subprocess.Popen:
-        proc = subprocess.Popen(command, start_new_session=True, **kwargs)
-        self._procs.append(proc)
-        return proc
-
-    def stop(self, *procs: subprocess.Popen, grace: float | None = None) -> None:
-        """Stop ``procs`` (default: every child) with their descendants; return once all are gone."""
-        procs = procs or tuple(self._procs)
-        tree = _process_trees(procs)
-        for proc in procs:
-            _signal_group(proc, signal.SIGINT)
-        _wait_gone(tree, self.grace if grace is None else grace)
-        # descendants started meanwhile count too; a group leader is reaped only below, so its pid is still its group's
-        survivors = [p for p in {*tree, *_process_trees(procs)} if _alive(p)]
-        for victim in survivors:
-            with contextlib.suppress(psutil.Error):
-                victim.kill()
-        for proc in procs:
-            _signal_group(proc, signal.SIGKILL)
-            proc.wait()
-            if proc in self._procs:
-                self._procs.remove(proc)
-        _wait_gone(survivors, 10.0)  # SIGKILL is delivered asynchronously
-
-
-def _process_trees(procs: tuple[subprocess.Popen, ...]) -> list[psutil.Process]:
-    tree = []
-    for proc in procs:
-        if proc.returncode is None:
-            with contextlib.suppress(psutil.Error):
-                root = psutil.Process(proc.pid)
-                tree += [root, *root.children(recursive=True)]
-    return tree
-
-
-def _wait_gone(processes: list[psutil.Process], timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and any(_alive(p) for p in processes):
-        time.sleep(0.1)
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
-    if proc.returncode is None:  # not reaped yet: its pid, and so the group id, cannot have been reused
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
 
 
 def close_day_with_airflow(

@@ -1,19 +1,19 @@
 """``make ui``: the Airflow UI (standalone: scheduler, API server, DAG processor) and the MLflow UI over $PCTR_HOME.
 
-Ctrl-C stops both. Airflow is stopped with SIGINT to its own process: SIGTERM leaves its scheduler
-and workers running.
+Ctrl-C stops both, with every process under them: SIGINT first (SIGTERM leaves Airflow's scheduler
+and workers running), then SIGKILL to what is left after a grace period.
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
 import sys
 import time
 
 from jobs.airflow_local import airflow_env, migrate
 from jobs.config import load_config
+from jobs.processes import ChildProcesses
 from jobs.register import tracking_uri
 
 
@@ -32,11 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
     env["AIRFLOW__API__PORT"] = str(args.airflow_port)
     env["AIRFLOW__API__HOST"] = "127.0.0.1"
-    airflow = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env, start_new_session=True)
-    mlflow = subprocess.Popen(
+    children = ChildProcesses(grace=30.0)
+    airflow = children.popen([sys.executable, "-m", "airflow", "standalone"], env=env)
+    mlflow = children.popen(
         [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(cfg),
          "--host", "127.0.0.1", "--port", str(args.mlflow_port)],
-        start_new_session=True,
     )  # fmt: skip
     print(f"Airflow UI: http://127.0.0.1:{args.airflow_port}   MLflow UI: http://127.0.0.1:{args.mlflow_port}")
     print(f"state: {cfg.home}   (Ctrl-C stops both)", flush=True)
@@ -46,13 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        airflow.send_signal(signal.SIGINT)
-        mlflow.terminate()
-        for proc in (airflow, mlflow):
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        children.stop()
     return 0
 
 

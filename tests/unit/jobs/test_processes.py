@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-from jobs.demo import ChildProcesses
+from jobs.processes import ChildProcesses
 
 # a process that ignores SIGINT and SIGTERM (as `airflow dags test` was seen ignoring SIGTERM) and starts a
 # grandchild in a session of its own that ignores them too (as horovodrun's workers run), then prints its pid

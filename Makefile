@@ -19,7 +19,7 @@ setup: ## create or reuse the cached virtualenv (pins in setup.cfg, Horovod buil
 	@.ci/setup-venv.sh
 
 demo: setup ## simulate days, run pctr_daily through Airflow, serve, rank; writes var/demo/summary.json
-	$(PY) -m jobs.demo
+	$(PY) -m entrypoints.demo
 
 test: setup redis ## the whole test suite: unit, DAG integrity, integration on real engines, end to end
 	$(PYTEST)
@@ -35,7 +35,7 @@ bench: setup redis ## benchmarks and the oracle-gap bound; results as JSON under
 	$(PY) -m bench.oracle_gap
 
 ui: setup ## Airflow UI on :8080 and MLflow UI on :5000 over the state in $PCTR_HOME (Ctrl-C stops both)
-	$(PY) -m jobs.ui
+	$(PY) -m entrypoints.ui
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check .

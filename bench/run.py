@@ -10,7 +10,7 @@ Measured on fresh homes (``PCTR_HOME`` is ignored: temporary directories are use
   Horovod processes (with the peak memory of the train stage's processes), ranker SavedModel latency for
   1,000 candidates, and the ranking service's latency for one /v1/rank request (in process: Feast
   online read, user tower, FAISS, ranker, auction).
-Peak memory is the summed RSS of a step's process tree (``jobs.resources.PeakMemory``). Every results
+Peak memory is the summed RSS of a step's process tree (``core.resources.PeakMemory``). Every results
 file records the machine, the git commit and the date. Seconds, not instructions: run it on an
 otherwise idle machine.
 """
@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from jobs.config import PctrConfig, load_config
-from jobs.io import write_json_atomic
-from jobs.layout import ds_range, shift_ds
-from jobs.resources import MIB, PeakMemory
+from core.config import PctrConfig, load_config
+from core.io import write_json_atomic
+from core.layout import ds_range, shift_ds
+from core.resources import MIB, PeakMemory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REDIS = f"127.0.0.1:{os.environ.get('PCTR_TEST_REDIS_PORT', '6390')}"  # started by `make redis`
@@ -53,10 +53,10 @@ def _percentiles(samples_ms: list[float]) -> dict[str, float]:
 
 
 def _simulate(cfg: PctrConfig, scale: str, days: int) -> dict[str, Any]:
-    from jobs import simulate
+    from simulator import logs
 
     started = time.time()
-    rows = simulate.run(cfg, start=START, days=days, scale=scale)["rows"]["impressions"]
+    rows = logs.run(cfg, start=START, days=days, scale=scale)["rows"]["impressions"]
     seconds = time.time() - started
     return {"impressions": rows, "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds, 1)}
 
@@ -69,8 +69,8 @@ def bench_throughput(scale: str, max_entity_rows: int = 100_000) -> dict[str, An
     """
     from pyspark.sql import SparkSession
 
+    from core.layout import Layout
     from jobs import build_features, join_logs
-    from jobs.layout import Layout
     from jobs.training_set import entity_rows
 
     active = SparkSession.getActiveSession()
@@ -100,7 +100,7 @@ def bench_throughput(scale: str, max_entity_rows: int = 100_000) -> dict[str, An
 
 def bench_daily_stages(cfg: PctrConfig, scale: str, days: int) -> dict[str, Any]:
     """Seconds of every data stage per day, in the order a daily run needs them."""
-    from jobs.pipeline import run_day
+    from entrypoints.local_runner import run_day
 
     out: dict[str, Any] = {"simulate": _simulate(cfg, scale, days)}
     for ds in ds_range(START, days - 1):
@@ -148,7 +148,7 @@ def measure_cli(cfg: PctrConfig, *args: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PCTR_")} | config_env(cfg)
     started = time.time()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", *args, "--json"], env=env, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "entrypoints.cli", *args, "--json"], env=env, stdout=subprocess.PIPE, text=True
     )
     with PeakMemory(proc.pid, interval=0.2) as memory:
         stdout, _ = proc.communicate()
@@ -205,7 +205,7 @@ def _step(measured: dict[str, Any], **details: Any) -> dict[str, Any]:
 
 def bench_historical(cfg: PctrConfig, entities: Any) -> dict[str, Any]:
     """Rows/s of Feast's ``get_historical_features`` (service ranker_v1) per offline store."""
-    from jobs.feast_store import feature_store
+    from feature_repo.store import feature_store
     from jobs.training_set import RANKER_SERVICE
 
     out: dict[str, Any] = {"entity_rows": len(entities)}
@@ -223,9 +223,9 @@ def bench_historical(cfg: PctrConfig, entities: Any) -> dict[str, Any]:
 
 def bench_feature_store(cfg: PctrConfig, ds: str, max_rows: int = 20_000, calls: int = 200) -> dict[str, Any]:
     """Feast: historical retrieval rows/s per offline store, online read latency per online store."""
+    from core.layout import Layout, day_bounds
     from feature_repo.definitions import view_name
-    from jobs.feast_store import feature_store
-    from jobs.layout import Layout, day_bounds
+    from feature_repo.store import feature_store
     from jobs.training_set import entity_rows, split_days
     from models.features import batch_features
 
@@ -265,12 +265,12 @@ def bench_serving(cfg: PctrConfig, ds: str, requests: int = 300) -> dict[str, An
     """Latency of the published bundle: the ranker on 1,000 candidates, and one /v1/rank request."""
     from fastapi.testclient import TestClient
 
-    from jobs.layout import Layout
+    from core.bundle import current_bundle_dir
+    from core.layout import Layout
     from jobs.pipeline import run_stage
     from jobs.training_set import load_split
+    from models.predictor import Predictor
     from serving.app import create_app
-    from serving.bundle import current_bundle_dir
-    from serving.predictor import Predictor
 
     for stage in ("calibrate", "evaluate", "train_retrieval", "register", "publish"):
         run_stage(cfg, stage, ds)

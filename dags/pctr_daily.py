@@ -7,7 +7,7 @@ import datetime as dt
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG
 
-from jobs.config import load_config
+from core.config import load_config
 from jobs.pipeline import DAILY_STAGES, run_stage_task
 
 orchestration = load_config().orchestration

@@ -18,17 +18,18 @@ from collections.abc import Mapping
 from functools import reduce
 from typing import TYPE_CHECKING
 
-from jobs.catalog import latest_catalog_spark
-from jobs.config import PctrConfig
-from jobs.io import Stats, staged_dir, write_stats
-from jobs.layout import FEATURE_ENTITIES, Layout, day_bounds, feature_event_time, shift_ds
-from jobs.spark import spark_session
+from core.catalog import latest_catalog_spark
+from core.config import PctrConfig
+from core.io import Stats, staged_dir, write_stats
+from core.layout import Layout, day_bounds, feature_event_time, shift_ds
+from core.spark import spark_session
 from models.features import (
     BY_NAME,
     CATEGORY_FEATURE,
     CATEGORY_KEY,
     CTR_PRIOR_IMPRESSIONS,
     ENTITIES,
+    FEATURE_ENTITIES,
     Entity,
     batch_features,
 )

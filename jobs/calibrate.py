@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import time
 
-from jobs.config import PctrConfig
-from jobs.io import Stats, write_stats, write_text_atomic
-from jobs.train import ranker_dir
+from core.config import PctrConfig
+from core.io import Stats, write_stats, write_text_atomic
+from core.layout import calibrator_path, ranker_dir
 from jobs.training_set import load_split
 
 # the ranker and the baseline are calibrated the same way, so their holdout logloss is comparable
 MODELS = {"ranker": "saved_model", "baseline": "baseline_saved_model"}
 
 
-def calibrator_path(cfg: PctrConfig, ds: str, model: str = "ranker"):
-    return ranker_dir(cfg, ds) / f"{model}_calibrator.json"
-
-
 def run(cfg: PctrConfig, ds: str) -> Stats:
     """Fit one calibrator per model on the un-downsampled calibration split (ds-1)."""
     from models.calibration import Calibrator
     from models.metrics import ece
-    from serving.predictor import Predictor
+    from models.predictor import Predictor
 
     started = time.time()
     calibration = load_split(cfg, ds, "calibration")

@@ -10,18 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from jobs.calibrate import calibrator_path
-from jobs.config import PctrConfig
-from jobs.io import Stats, read_json, write_stats
-from jobs.layout import Layout
-from jobs.train import ranker_dir
+from core.config import PctrConfig
+from core.io import Stats, read_json, write_stats
+from core.layout import Layout, calibrator_path, evaluation_dir, ranker_dir
 from jobs.training_set import load_split
 
 SUMMARY_METRICS = ("auc", "logloss", "normalized_entropy", "ece", "oe_ratio")
-
-
-def evaluation_dir(cfg: PctrConfig, ds: str) -> Path:
-    return ranker_dir(cfg, ds) / "evaluation"
 
 
 def segments(holdout: Any) -> dict[str, np.ndarray]:
@@ -48,8 +42,8 @@ def _oracle(layout: Layout, ds: str, holdout: Any) -> np.ndarray | None:
 
 def _champion_predictions(layout: Layout, holdout: Any) -> tuple[str, np.ndarray] | None:
     """Scores of the live bundle's ranker on the same holdout, so the gate compares like with like."""
-    from serving.bundle import current_bundle_dir, read_manifest
-    from serving.predictor import Predictor
+    from core.bundle import current_bundle_dir, read_manifest
+    from models.predictor import Predictor
 
     bundle = current_bundle_dir(layout)
     if bundle is None:
@@ -104,7 +98,7 @@ def gate(cfg: PctrConfig, metrics: dict[str, Any], champion: dict[str, Any] | No
 def run(cfg: PctrConfig, ds: str) -> Stats:
     """Score the holdout, compute all metrics and decide whether the candidate may become champion."""
     from models.metrics import evaluate
-    from serving.predictor import Predictor
+    from models.predictor import Predictor
 
     started = time.time()
     layout = Layout(cfg.home)

@@ -18,34 +18,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobs.config import PctrConfig
-from jobs.io import Stats, staged_dir, write_stats
-from jobs.layout import Layout, day_bounds, shift_ds
-from jobs.spark import spark_session
+from core.config import PctrConfig
+from core.io import Stats, staged_dir, write_stats
+from core.layout import Layout, day_bounds, shift_ds
+from core.raw_logs import CLICK_FIELDS, IMPRESSION_FIELDS, REQUIRED_IMPRESSION, all_of, read_raw_events
+from core.spark import spark_session
 from models.features import EXPOSURES_FEATURE
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame
 
-IMPRESSION_FIELDS: tuple[tuple[str, str], ...] = (
-    ("impression_id", "string"),
-    ("request_id", "string"),
-    ("ts", "string"),
-    ("user_id", "string"),
-    ("ad_id", "string"),
-    ("advertiser_id", "string"),
-    ("campaign_id", "string"),
-    ("placement", "string"),
-    ("position", "int"),
-    ("device", "string"),
-    ("os", "string"),
-    ("country", "string"),
-    ("bid", "double"),
-    ("model_version", "string"),
-    ("pctr_served", "double"),
-)
-CLICK_FIELDS: tuple[tuple[str, str], ...] = (("impression_id", "string"), ("ts", "string"))
-REQUIRED_IMPRESSION = ("impression_id", "ts", "user_id", "ad_id", "advertiser_id", "position", "bid")
 OUTPUT_COLUMNS = (
     "impression_id", "request_id", "ts", "user_id", "ad_id", "advertiser_id", "campaign_id",
     "placement", "position", "device", "os", "country", "bid", "hour", EXPOSURES_FEATURE, "label", "click_ts",
@@ -54,42 +36,6 @@ OUTPUT_COLUMNS = (
 # the un-downsampled labelled log: what the feature job counts impressions and clicks from
 LABELLED_COLUMNS = ("impression_id", "ts", "user_id", "ad_id", "advertiser_id", "label")
 QUARANTINE_COLUMNS = ("event", "reason", "impression_id", "raw")
-
-
-def read_raw_events(spark: SparkSession, paths: list[str], fields: tuple[tuple[str, str], ...]) -> DataFrame:
-    """Raw JSON lines -> one row per line with the parsed fields, the raw line and a parse verdict.
-
-    Lines are read as text so that a malformed line is kept (and quarantined) rather than dropped by
-    the JSON reader. One permissive parse tells the verdicts apart: a line that is not a JSON object
-    yields no field and sets the corrupt-record column; a mistyped field is null while the others
-    parse, and also sets it. (A line whose only fields are all mistyped counts as malformed.)
-    """
-    from pyspark.sql import functions as F
-
-    schema = ", ".join(f"{name} {dtype}" for name, dtype in fields) + ", _corrupt string"
-    lines = (
-        spark.read.option("recursiveFileLookup", "true")
-        .text(paths)
-        .withColumnRenamed("value", "raw")
-        .withColumn("source_file", F.input_file_name())
-    )
-    parsed = lines.withColumn("parsed", F.from_json("raw", schema, {"columnNameOfCorruptRecord": "_corrupt"}))
-    no_field = _all([F.col(f"parsed.{name}").isNull() for name, _ in fields])
-    corrupt = F.col("parsed._corrupt").isNotNull()
-    json_ok = F.col("parsed").isNotNull() & ~(corrupt & no_field) & F.ltrim("raw").startswith("{")
-    return parsed.select(
-        "raw",
-        "source_file",
-        *[F.col(f"parsed.{name}").alias(name) for name, _ in fields],
-        F.when(~json_ok, "malformed").when(corrupt, "schema_violation").alias("parse_error"),
-    )
-
-
-def _all(conditions: list[Column]) -> Column:
-    out = conditions[0]
-    for cond in conditions[1:]:
-        out = out & cond
-    return out
 
 
 def _existing(paths: list[str]) -> list[str]:
@@ -150,7 +96,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         .withColumn("ts_parsed", F.to_timestamp("ts"))
         .withColumn("line_no", F.monotonically_increasing_id())
     )
-    missing_required = ~_all([F.col(c).isNotNull() for c in REQUIRED_IMPRESSION]) | F.col("ts_parsed").isNull()
+    missing_required = ~all_of([F.col(c).isNotNull() for c in REQUIRED_IMPRESSION]) | F.col("ts_parsed").isNull()
     out_of_range = (
         (F.col("bid") <= 0)
         | (F.col("bid") > cfg.join.max_bid)

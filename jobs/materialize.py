@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
-from jobs.config import PctrConfig
-from jobs.feast_store import feature_store
-from jobs.io import Stats, write_stats
-from jobs.layout import FEATURE_ENTITIES, Layout, day_bounds
+from core.config import PctrConfig
+from core.io import Stats, write_stats
+from core.layout import Layout, day_bounds
+from feature_repo.store import feature_store
+from models.features import FEATURE_ENTITIES
 
 
 def run(cfg: PctrConfig, ds: str) -> Stats:

@@ -7,12 +7,11 @@ only when a stage runs.
 from __future__ import annotations
 
 import importlib
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.config import PctrConfig
-from jobs.io import Stats
+from core.config import PctrConfig
+from core.io import Stats
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ DAILY_STAGES: tuple[Stage, ...] = (
     Stage("train", "jobs.train", ("training_set",), help="DeepFM (and baseline) with horovodrun"),
     Stage("calibrate", "jobs.calibrate", ("train",), help="downsampling correction + isotonic/Platt"),
     Stage("evaluate", "jobs.evaluate", ("calibrate",), help="holdout metrics, oracle, champion comparison"),
-    Stage("train_retrieval", "jobs.retrieval", ("training_set",), help="two-tower model and FAISS index"),
+    Stage("train_retrieval", "jobs.train_retrieval", ("training_set",), help="two-tower model and FAISS index"),
     Stage("register", "jobs.register", ("evaluate", "train_retrieval"), help="MLflow run, model version, alias"),
     Stage("publish", "jobs.publish", ("register",), help="serving bundle and atomic CURRENT flip"),
 )
@@ -69,7 +68,7 @@ def run_stage(cfg: PctrConfig, name: str, ds: str, keep_spark: bool = False) -> 
     for a next stage in this process that uses Spark too): the local runner and an Airflow task
     process would otherwise hold a JVM's heap through every later stage, training included.
     """
-    from jobs.spark import stop_spark
+    from core.spark import stop_spark
 
     stage = STAGES_BY_NAME[name]
     module = importlib.import_module(stage.module)
@@ -82,30 +81,6 @@ def run_stage(cfg: PctrConfig, name: str, ds: str, keep_spark: bool = False) -> 
 
 def run_stage_task(name: str, ds: str) -> Stats:
     """Airflow's callable: read the configuration in the task process, then run the stage."""
-    from jobs.config import load_config
+    from core.config import load_config
 
     return run_stage(load_config(), name, ds)
-
-
-def run_day(
-    cfg: PctrConfig, ds: str, until: str | None = None, log: Any = print, keep_spark: bool = False
-) -> dict[str, Any]:
-    """Run the stages of ds in order, without Airflow (``pctr run-day``); stop after ``until`` if given.
-
-    Spark is stopped after the last of consecutive Spark stages, unless ``keep_spark``: a caller that
-    runs several days keeps one session for all of them and stops it itself (``jobs.spark.stop_spark``).
-    """
-    if until is not None and until not in STAGES_BY_NAME:
-        raise ValueError(f"unknown stage {until!r}; stages: {', '.join(STAGES_BY_NAME)}")
-    report: dict[str, Any] = {"ds": ds, "stages": {}}
-    last = DAILY_STAGES.index(STAGES_BY_NAME[until]) if until is not None else len(DAILY_STAGES) - 1
-    for i, stage in enumerate(DAILY_STAGES[: last + 1]):
-        started = time.time()
-        log(f"[{ds}] {stage.name} ...")
-        next_uses_spark = i < last and DAILY_STAGES[i + 1].spark
-        stats = run_stage(cfg, stage.name, ds, keep_spark=keep_spark or next_uses_spark)
-        seconds = round(time.time() - started, 2)
-        report["stages"][stage.name] = {"status": "ok", "seconds": seconds}
-        report[stage.name] = stats
-        log(f"[{ds}] {stage.name} ok ({seconds} s)")
-    return report

@@ -6,15 +6,12 @@ import datetime as dt
 import shutil
 import time
 
-from jobs.calibrate import calibrator_path
-from jobs.config import PctrConfig
+from core.bundle import MANIFEST, file_checksums
+from core.config import PctrConfig
+from core.io import Stats, read_json, staged_dir, write_json_atomic, write_stats, write_text_atomic
+from core.layout import Layout, calibrator_path, ranker_dir, retrieval_dir
 from jobs.evaluate import load_evaluation
-from jobs.io import Stats, read_json, staged_dir, write_json_atomic, write_stats, write_text_atomic
-from jobs.layout import Layout
-from jobs.retrieval import retrieval_dir
-from jobs.train import ranker_dir
 from jobs.training_set import RANKER_SERVICE, split_days
-from serving.bundle import MANIFEST, file_checksums
 
 
 def run(cfg: PctrConfig, ds: str) -> Stats:

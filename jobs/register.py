@@ -3,38 +3,23 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
-from jobs.calibrate import calibrator_path
-from jobs.config import PctrConfig
-from jobs.evaluate import evaluation_dir, load_evaluation
-from jobs.io import Stats, read_json, write_stats
-from jobs.layout import Layout
-from jobs.retrieval import retrieval_dir
-from jobs.train import RANKER_WEIGHTS, ranker_dir
-from jobs.training_set import FEATURE_STATS
+from core.config import PctrConfig
+from core.io import Stats, read_json, write_stats
+from core.layout import (
+    FEATURE_STATS,
+    RANKER_WEIGHTS,
+    Layout,
+    calibrator_path,
+    evaluation_dir,
+    ranker_dir,
+    retrieval_dir,
+)
+from core.tracking import mlflow_client, tracking_uri
+from jobs.evaluate import load_evaluation
 
-EXPERIMENT = "pctr-daily"
 CHAMPION = "champion"
-
-
-def tracking_uri(cfg: PctrConfig) -> str:
-    return f"sqlite:///{Layout(cfg.home).mlflow_db}"
-
-
-def mlflow_client(cfg: PctrConfig) -> Any:
-    """Point MLflow at this home's store (sqlite + local artifacts unless configured otherwise)."""
-    import mlflow
-
-    layout = Layout(cfg.home)
-    layout.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    mlflow.set_registry_uri(tracking_uri(cfg))
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        mlflow.create_experiment(EXPERIMENT, artifact_location=layout.mlflow_artifacts.as_uri())
-    mlflow.set_experiment(EXPERIMENT)
-    return mlflow.MlflowClient()
 
 
 def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +31,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     import mlflow
 
     from models.features import MODEL_FEATURES
-    from serving.pyfunc import RankerPyfunc
+    from models.pyfunc import RankerPyfunc
 
     started = time.time()
     client = mlflow_client(cfg)
@@ -99,36 +84,6 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         "seconds": round(time.time() - started, 2),
     }
     return write_stats(Layout(cfg.home).stage_output("register", ds), stats)
-
-
-def download_ranker_weights(cfg: PctrConfig, ref: str, dest: Path) -> tuple[str, Path, Path] | None:
-    """Weights and feature statistics of registered ranker version ``ref`` (alias or number), downloaded to ``dest``.
-
-    Returns (version, weights path, feature statistics path); None when ``ref`` is an alias that is
-    not set yet (the first run of a warm-started pipeline has no champion). A version number that
-    does not exist raises.
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow_client(cfg)
-    try:
-        if ref.isdigit():
-            version = client.get_model_version(cfg.model_name, ref)
-        else:
-            version = client.get_model_version_by_alias(cfg.model_name, ref)
-    except MlflowException as error:
-        if ref.isdigit():
-            raise LookupError(f"train.warm_start={ref}: {cfg.model_name} has no version {ref}") from error
-        return None
-    paths = []
-    for artifact in (RANKER_WEIGHTS, FEATURE_STATS):
-        uri = f"models:/{cfg.model_name}/{version.version}/artifacts/{artifact}"
-        try:
-            paths.append(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest))))
-        except (MlflowException, OSError) as error:
-            raise LookupError(f"train.warm_start={ref}: version {version.version} has no {artifact} ({uri})") from error
-    return str(version.version), paths[0], paths[1]
 
 
 def _champion_version(client: Any, name: str) -> str | None:

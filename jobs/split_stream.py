@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from jobs.config import PctrConfig
+from core.config import PctrConfig
 from jobs.training_set import split_files
 from models.features import Feature
 

@@ -14,19 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.config import PctrConfig
-from jobs.io import Stats, read_json, write_stats, write_text_atomic
-from jobs.layout import Layout
+from core.config import PctrConfig
+from core.io import Stats, read_json, write_stats, write_text_atomic
+from core.layout import CHECKPOINTS, ranker_dir
 
-# Keras weights of the trained ranker, registered with the model so a later run can warm start from them.
-RANKER_WEIGHTS = "ranker.weights.h5"
-CHECKPOINTS = "checkpoints"
 # what the workers print at the end of an epoch, at early stopping and when the baseline starts
 PROGRESS = re.compile(r"(epoch \d+/\d+ .*|early stopping .*|baseline .*)$")
-
-
-def ranker_dir(cfg: PctrConfig, ds: str) -> Path:
-    return Layout(cfg.home).run_dir(ds) / "ranker"
 
 
 def horovod_command(cfg: PctrConfig, config_path: Path, ds: str, warm_start: tuple[Path, Path] | None) -> list[str]:
@@ -69,7 +62,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     its last finished epoch; the checkpoints are removed once the run succeeds. ``peak_memory_mib`` is
     the peak summed RSS of this process and every training process under it.
     """
-    from jobs.resources import PeakMemory
+    from core.resources import PeakMemory
 
     started = time.time()
     out = ranker_dir(cfg, ds)
@@ -78,7 +71,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     write_text_atomic(config_path, cfg.model_dump_json(indent=2))
     warm_start = None
     if cfg.train.warm_start is not None:
-        from jobs.register import download_ranker_weights
+        from core.tracking import download_ranker_weights
 
         warm_start = download_ranker_weights(cfg, cfg.train.warm_start, out / "warm_start")
 

@@ -15,12 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.config import PctrConfig
-from jobs.io import write_json_atomic
-from jobs.layout import Layout
+from core.config import PctrConfig
+from core.io import write_json_atomic
+from core.layout import CHECKPOINTS, FEATURE_STATS, RANKER_WEIGHTS, Layout, ranker_dir
 from jobs.split_stream import common_steps, row_groups, shard, stream_dataset
-from jobs.train import CHECKPOINTS, RANKER_WEIGHTS, ranker_dir
-from jobs.training_set import FEATURE_STATS, load_feature_stats
+from jobs.training_set import load_feature_stats
 
 
 def run_key(config_path: Path, training_set_stats: Path, init_weights: Path | None) -> str:

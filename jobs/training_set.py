@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobs.catalog import latest_catalog
-from jobs.config import PctrConfig
-from jobs.feast_store import feature_store
-from jobs.io import Stats, read_json, staged_dir, write_json_atomic, write_stats
-from jobs.layout import Layout, shift_ds
+from core.catalog import latest_catalog
+from core.config import PctrConfig
+from core.io import Stats, read_json, staged_dir, write_json_atomic, write_stats
+from core.layout import FEATURE_STATS, Layout, shift_ds
+from feature_repo.store import feature_store
 from models.features import BY_NAME, CATEGORY_FEATURE, CATEGORY_KEY, MODEL_FEATURES, request_features
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from models.inputs import FeatureStats
 
 RANKER_SERVICE = "ranker_v1"
-FEATURE_STATS = "feature_stats.json"
 LABEL_COLUMNS = ("impression_id", "ts", "label", "weight", "neg_rate")
 # Rows per Parquet row group of a split: what a training reader holds at once, and the unit of its sharding
 # (a small split still gets MIN_ROW_GROUPS, so that every Horovod rank has some).

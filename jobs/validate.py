@@ -17,11 +17,12 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from jobs.config import PctrConfig
-from jobs.io import Stats, read_json, write_stats
-from jobs.join_logs import IMPRESSION_FIELDS, OUTPUT_COLUMNS, read_raw_events
-from jobs.layout import Layout, shift_ds
-from jobs.spark import spark_session
+from core.config import PctrConfig
+from core.io import Stats, read_json, write_stats
+from core.layout import Layout, shift_ds
+from core.raw_logs import IMPRESSION_FIELDS, read_raw_events
+from core.spark import spark_session
+from jobs.join_logs import OUTPUT_COLUMNS
 
 if TYPE_CHECKING:
     from great_expectations.data_context import AbstractDataContext

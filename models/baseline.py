@@ -13,7 +13,7 @@ from models.features import Feature
 from models.inputs import EncodedFeatures, FeatureStats, encode_features, field_vectors
 
 if TYPE_CHECKING:
-    from jobs.config import TrainConfig
+    from models.hyperparameters import Hyperparameters
 
 
 @keras.saving.register_keras_serializable(package="pctr")
@@ -33,7 +33,7 @@ def linear_logit(encoded: EncodedFeatures, features: Sequence[Feature] | None = 
     return SumWithBias(name="linear")(field_vectors(encoded, 1, "linear", features))
 
 
-def build_logistic(features: Sequence[Feature], stats: FeatureStats, cfg_train: TrainConfig) -> keras.Model:
+def build_logistic(features: Sequence[Feature], stats: FeatureStats, cfg_train: Hyperparameters) -> keras.Model:
     """Logistic regression over ``features``: input dict keyed by feature name, output ``pctr`` (batch, 1).
 
     Seeds Keras's global RNG from ``cfg_train.seed`` so that a config always gives the same

@@ -14,7 +14,7 @@ from models.features import Feature
 from models.inputs import FeatureStats, encode_features, field_vectors
 
 if TYPE_CHECKING:
-    from jobs.config import TrainConfig
+    from models.hyperparameters import Hyperparameters
 
 
 @keras.saving.register_keras_serializable(package="pctr")
@@ -31,7 +31,7 @@ class FactorizationMachine(keras.layers.Layer):
         return 0.5 * ops.sum(square_of_sum - sum_of_squares, axis=1, keepdims=True)
 
 
-def build_deepfm(features: Sequence[Feature], stats: FeatureStats, cfg_train: TrainConfig) -> keras.Model:
+def build_deepfm(features: Sequence[Feature], stats: FeatureStats, cfg_train: Hyperparameters) -> keras.Model:
     """DeepFM over ``features``: input dict keyed by feature name, output ``pctr`` (batch, 1).
 
     The FM and the DNN share the ``embedding_dim`` field embeddings (categorical embeddings and

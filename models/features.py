@@ -58,6 +58,8 @@ ENTITIES: dict[Entity, EntitySpec] = {
     # inactive user, which in a targeted system is itself a sign of low affinity.
     "user_category": EntitySpec(("user_id", CATEGORY_KEY), windows=(7, 30), ctr_prior="user"),
 }
+# The entities with batch features, in spec order (a CTR prior's entity before the entity that uses it).
+FEATURE_ENTITIES: tuple[Entity, ...] = tuple(ENTITIES)
 # Feast entities, one join key each, by name.
 FEAST_ENTITIES: dict[str, str] = {
     "user": "user_id",
@@ -165,6 +167,7 @@ MODEL_FEATURES: tuple[Feature, ...] = tuple(f for f in FEATURES if f.model_input
 AD_TABLE_FEATURES: tuple[str, ...] = (
     "ad_id", "advertiser_id", *(f.name for f in FEATURES if f.entity in ("ad", "advertiser") and f.kind == "batch"),
 )  # fmt: skip
+AD_TABLE_COLUMNS = ("campaign_id", *AD_TABLE_FEATURES)
 
 
 def request_features() -> list[Feature]:

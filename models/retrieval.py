@@ -20,7 +20,7 @@ from models.features import tower_features
 from models.inputs import FeatureStats, encode_features, field_vectors
 
 if TYPE_CHECKING:
-    from jobs.config import TrainConfig
+    from models.hyperparameters import Hyperparameters
 
 Tower = Literal["user", "ad"]
 
@@ -55,7 +55,7 @@ class ScaledDot(keras.layers.Layer):
         return {**super().get_config(), "initial_scale": self.initial_scale}
 
 
-def _build_tower(tower: Tower, stats: FeatureStats, cfg_train: TrainConfig) -> keras.Model:
+def _build_tower(tower: Tower, stats: FeatureStats, cfg_train: Hyperparameters) -> keras.Model:
     encoded = encode_features(tower_features(tower), stats)
     fields = keras.layers.Flatten(name=f"{tower}_fields")(
         field_vectors(encoded, cfg_train.embedding_dim, f"{tower}_emb")
@@ -71,7 +71,7 @@ def _build_tower(tower: Tower, stats: FeatureStats, cfg_train: TrainConfig) -> k
     return keras.Model(encoded.inputs, embedding, name=f"{tower}_tower")
 
 
-def build_two_tower(stats: FeatureStats, cfg_train: TrainConfig) -> keras.Model:
+def build_two_tower(stats: FeatureStats, cfg_train: Hyperparameters) -> keras.Model:
     """Training model over the user and ad tower features: input dict by name, output ``pctr`` (batch, 1).
 
     The towers are nested models (layers ``user_tower`` / ``ad_tower``); get them with

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 if TYPE_CHECKING:
-    from jobs.config import TrainConfig
+    from models.hyperparameters import Hyperparameters
 
 LOG_EVERY_STEPS = 200
 # per-epoch series of a history: examples, epoch_seconds and examples_per_sec count all workers together;
@@ -37,7 +37,7 @@ def train(
     model: keras.Model,
     train_ds: tf.data.Dataset,
     val_ds: tf.data.Dataset,
-    cfg_train: TrainConfig,
+    cfg_train: Hyperparameters,
     hvd: Any = None,
     log: Callable[[str], None] = print,
     *,

@@ -24,11 +24,11 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Info, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, model_validator
 
-from jobs.config import PctrConfig
-from jobs.layout import Layout
+from core.bundle import current_bundle_dir
+from core.config import PctrConfig
+from core.layout import Layout
 from models.features import MODEL_FEATURES
 from serving.auction import FrequencyCap
-from serving.bundle import current_bundle_dir
 from serving.ranker import CONTEXT, MODEL_NAME, RankingEngine
 from serving.served_log import ServedLog
 

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from core.bundle import verify
 from models.features import (
+    AD_TABLE_COLUMNS,
     AD_TABLE_FEATURES,
     BID_FEATURE,
     BY_NAME,
@@ -38,11 +40,10 @@ from models.features import (
     stat_name,
 )
 from serving.auction import FrequencyCap, Placement, ecpm, explore, run_auction
-from serving.bundle import verify
 from serving.served_log import ServedLog
 
 if TYPE_CHECKING:
-    from jobs.config import PctrConfig, ServingConfig
+    from core.config import PctrConfig, ServingConfig
     from models.calibration import Calibrator
 
 MODEL_NAME = "pctr"  # the model's name in the TF Serving REST API
@@ -59,7 +60,7 @@ CONTEXT = tuple(f for f in request_features() if f.name not in {"user_id", *AD_T
 
 
 class Scorer(Protocol):
-    """Calibrated pCTR of rows given as spec-named columns (``serving.predictor.Predictor`` is one)."""
+    """Calibrated pCTR of rows given as spec-named columns (``models.predictor.Predictor`` is one)."""
 
     def predict(self, columns: Mapping[str, np.ndarray]) -> np.ndarray: ...
 
@@ -94,7 +95,6 @@ def load_ads(path: Path, index_size: int) -> dict[str, np.ndarray]:
     """The ads table as numpy columns (spec defaults filled): ad-side features (the bid among them), campaign_id."""
     import pandas as pd
 
-    from jobs.retrieval import AD_TABLE_COLUMNS
     from models.inputs import as_strings, fill_defaults
 
     table = pd.read_parquet(path)
@@ -161,11 +161,11 @@ class RankingEngine:
         """
         import faiss
 
-        from jobs.feast_store import feature_store
-        from jobs.layout import Layout
+        from core.layout import Layout
+        from feature_repo.store import feature_store
         from models.calibration import Calibrator
         from models.export import load_serving_fn
-        from serving.predictor import Predictor
+        from models.predictor import Predictor
 
         manifest = verify(bundle)
         calibrator = Calibrator.from_json((bundle / "calibrator.json").read_text())

@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from jobs.config import load_config
-from jobs.io import read_json
+from core.config import load_config
+from core.io import read_json
 from jobs.pipeline import DAILY_STAGES
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +46,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
         for key, value in {"PCTR_HOME": str(home), **DEMO_ENV}.items():
             mp.setenv(key, value)
-        from jobs import demo
+        from entrypoints import demo
 
         assert demo.main(["--scale", "tiny"]) == 0
     return home, printed.getvalue()
@@ -106,9 +106,9 @@ def test_every_stage_of_the_daily_dag_succeeds(demo_home: Path) -> None:
 def test_the_model_is_registered_as_champion_and_published(demo_home: Path) -> None:
     import mlflow
 
-    from jobs.layout import Layout
-    from jobs.register import tracking_uri
-    from serving.bundle import current_bundle_dir, verify
+    from core.bundle import current_bundle_dir, verify
+    from core.layout import Layout
+    from core.tracking import tracking_uri
 
     cfg = load_config(home=demo_home)
     summary = read_json(demo_home / "demo" / "summary.json")
@@ -168,7 +168,7 @@ def test_the_terminal_shows_every_task_starting_and_ending_and_the_training_epoc
 def test_a_failed_task_ends_the_demo_at_once_with_its_error(
     copied_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from jobs import demo
+    from entrypoints import demo
 
     for key, value in {"PCTR_HOME": str(copied_home), **FAILING_ENV}.items():
         monkeypatch.setenv(key, value)
@@ -191,7 +191,7 @@ def test_a_failed_task_ends_the_demo_at_once_with_its_error(
 def test_sigterm_stops_the_demo_and_every_process_it_started(copied_home: Path) -> None:
     env = {**os.environ, "PCTR_HOME": str(copied_home), **FAILING_ENV, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.demo", "--scale", "tiny"],
+        [sys.executable, "-m", "entrypoints.demo", "--scale", "tiny"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -214,17 +214,18 @@ def test_a_rerun_warm_started_from_the_champion_starts_from_its_weights(
     demo_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Last on purpose: it retrains the closed day in place (what clearing the Airflow task would do)."""
+    from core.layout import CHECKPOINTS, ranker_dir
     from jobs import train
 
     for key, value in {"PCTR_HOME": str(demo_home), **DEMO_ENV, "PCTR_TRAIN__WARM_START": "champion"}.items():
         monkeypatch.setenv(key, value)
     cfg = load_config()
     summary = read_json(demo_home / "demo" / "summary.json")
-    champion_run = read_json(train.ranker_dir(cfg, summary["ds"]) / "_stats.json")
+    champion_run = read_json(ranker_dir(cfg, summary["ds"]) / "_stats.json")
     assert champion_run["warm_start_version"] is None
 
     rerun = train.run(cfg, summary["ds"])
     assert rerun["warm_start_version"] == summary["champion"]
     # same weights, same validation day: the starting loss is the champion's best
     assert rerun["warm_start_val_logloss"] == pytest.approx(champion_run["history"]["best_val_logloss"], rel=1e-5)
-    assert not (train.ranker_dir(cfg, summary["ds"]) / train.CHECKPOINTS).exists()
+    assert not (ranker_dir(cfg, summary["ds"]) / CHECKPOINTS).exists()

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs.config import load_config
-from jobs.feast_store import feature_store
-from jobs.layout import Layout, day_bounds, feature_event_time
+from core.config import load_config
+from core.layout import Layout, day_bounds, feature_event_time
+from feature_repo.store import feature_store
 from models.features import ENTITIES, batch_features
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.config import PctrConfig, load_config
+from core.config import PctrConfig, load_config
+from core.layout import Layout, day_bounds, shift_ds
 from jobs.join_logs import LABELLED_COLUMNS
-from jobs.layout import Layout, day_bounds, shift_ds
 from jobs.pipeline import run_stage
 from jobs.training_set import entity_rows
 from models.features import CATEGORY_KEY, CTR_PRIOR_IMPRESSIONS, ENTITIES, EXPOSURES_FEATURE, batch_features
@@ -164,7 +164,7 @@ def test_windows_catalog_changes_and_leaving_pairs_show_in_the_data(built) -> No
 
 def test_training_rows_get_the_pairs_of_the_last_day_before_them(built) -> None:
     """Feast's point-in-time join on (user_id, category), with the category from the catalog as of the row's day."""
-    from jobs.feast_store import feature_store
+    from feature_repo.store import feature_store
 
     cfg, joined = built
     store = feature_store(cfg, apply=True)

@@ -7,10 +7,11 @@ import hashlib
 import pandas as pd
 import pytest
 
-from jobs import join_logs, simulate
-from jobs.config import PctrConfig, load_config
-from jobs.layout import Layout
+from core.config import PctrConfig, load_config
+from core.layout import Layout
+from jobs import join_logs
 from models.features import EXPOSURES_FEATURE
+from simulator import logs
 
 pytestmark = pytest.mark.integration
 DS = "2026-11-02"
@@ -27,7 +28,7 @@ def _raw_digest(layout: Layout) -> str:
 @pytest.fixture(scope="module")
 def joined(tmp_path_factory: pytest.TempPathFactory) -> tuple[PctrConfig, dict, dict, str, str]:
     cfg = load_config(home=tmp_path_factory.mktemp("join"))
-    sim = simulate.run(cfg, start="2026-11-01", days=2, scale="tiny", faults=0.02)
+    sim = logs.run(cfg, start="2026-11-01", days=2, scale="tiny", faults=0.02)
     layout = Layout(cfg.home)
     before = _raw_digest(layout)
     first = join_logs.run(cfg, DS)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from jobs import simulate
-from jobs.catalog import latest_catalog
-from jobs.config import load_config
-from jobs.layout import Layout, day_bounds, ds_range
+from core.catalog import latest_catalog
+from core.config import load_config
+from core.layout import Layout, day_bounds, ds_range
 from jobs.pipeline import run_stage
 from jobs.training_set import load_split
 from models.features import WINDOWS_DAYS
+from simulator import logs
 
 pytestmark = pytest.mark.integration
 DAYS = ds_range("2026-11-01", 4)
@@ -21,7 +21,7 @@ DAYS = ds_range("2026-11-01", 4)
 def splits(tmp_path_factory: pytest.TempPathFactory):
     cfg = load_config(home=tmp_path_factory.mktemp("pit"))
     cfg.train.history_days = 2
-    simulate.run(cfg, start=DAYS[0], days=len(DAYS), scale="tiny")
+    logs.run(cfg, start=DAYS[0], days=len(DAYS), scale="tiny")
     for ds in DAYS:
         run_stage(cfg, "join_logs", ds)
         if ds != DAYS[-1]:

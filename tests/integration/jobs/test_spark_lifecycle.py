@@ -7,9 +7,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from jobs import simulate
-from jobs.config import load_config
+from core.config import load_config
 from jobs.pipeline import run_stage
+from simulator import logs
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ def _java_children() -> list[psutil.Process]:
 
 def test_a_spark_stage_run_as_a_stage_leaves_no_jvm_behind(tmp_path: Path) -> None:
     cfg = load_config(home=tmp_path)
-    simulate.run(cfg, start=DAY, days=2, scale="tiny")
+    logs.run(cfg, start=DAY, days=2, scale="tiny")
     run_stage(cfg, "validate_raw", DAY, keep_spark=True)
     assert _java_children(), "the session was to be kept for a next Spark stage"
     run_stage(cfg, "join_logs", DAY)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs.config import PctrConfig, load_config
-from jobs.io import read_json
+from core.config import PctrConfig, load_config
+from core.io import read_json
+from core.layout import Layout, day_bounds
 from jobs.join_logs import OUTPUT_COLUMNS
-from jobs.layout import Layout, day_bounds
 from jobs.validate import DataQualityError, report_dir, run
 from models.features import EXPOSURES_FEATURE
 

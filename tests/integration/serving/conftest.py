@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.config import PctrConfig, ServingConfig, TrainConfig, load_config
-from jobs.io import write_json_atomic, write_text_atomic
-from jobs.layout import FEATURE_ENTITIES, Layout, day_bounds, feature_event_time
-from models.features import CATEGORY_KEY, MODEL_FEATURES, Entity, Feature, batch_features
-from serving.bundle import MANIFEST, file_checksums
+from core.bundle import MANIFEST, file_checksums
+from core.config import PctrConfig, ServingConfig, TrainConfig, load_config
+from core.io import write_json_atomic, write_text_atomic
+from core.layout import Layout, day_bounds, feature_event_time
+from models.features import CATEGORY_KEY, FEATURE_ENTITIES, MODEL_FEATURES, Entity, Feature, batch_features
 
 N_ADS = 50
 N_ADVERTISERS = 10
@@ -91,7 +91,7 @@ def bundle_parts(tmp_path_factory: pytest.TempPathFactory, ads_table: pd.DataFra
     """Every bundle file but the manifest, from untrained DeepFM and two-tower models."""
     import faiss
 
-    from jobs.retrieval import build_index
+    from jobs.train_retrieval import build_index
     from models.calibration import Calibrator
     from models.deepfm import build_deepfm
     from models.export import export_saved_model
@@ -128,7 +128,7 @@ def feast_repo(
 ) -> Path:
     """A Feast repo with the features of ``feature_day`` of USERS and of ``pair_keys`` materialised."""
     from feature_repo.definitions import view_name
-    from jobs.feast_store import feature_store
+    from feature_repo.store import feature_store
 
     home = tmp_path_factory.mktemp("feast_home")
     cfg = load_config(home=home)
@@ -255,7 +255,7 @@ def instances(ads_table: pd.DataFrame) -> list[dict[str, object]]:
 def expected_pctr(instances: list[dict[str, object]]) -> Callable[[Path], np.ndarray]:
     """``bundle -> pCTRs`` of ``instances`` by the bundle's Predictor (what evaluation uses)."""
     from models.inputs import fill_defaults
-    from serving.predictor import Predictor
+    from models.predictor import Predictor
 
     def run(bundle: Path) -> np.ndarray:
         rows = [{k: v[0] if isinstance(v, list) else v for k, v in row.items()} for row in instances]

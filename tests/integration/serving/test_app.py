@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from jobs.layout import Layout
+from core.layout import Layout
 from models.features import EXPOSURES_FEATURE, FEATURES, batch_features
 from serving.app import create_app
 

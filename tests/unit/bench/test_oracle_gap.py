@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from bench import oracle_gap
-from jobs.config import load_config
+from core.config import load_config
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +13,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_the_terms_are_all_of_the_simulators_logit() -> None:
     """What is left of the true logit after the terms is one constant: no term of the simulator is missed."""
-    from jobs import simulation_world as sw
+    from simulator import world as sw
 
     cfg = load_config()
     users, ads, advertisers, impressions = cfg.simulation.scales["tiny"]
@@ -37,8 +37,8 @@ def test_more_history_gives_better_estimates(result: dict) -> None:
 @pytest.mark.parametrize("interactions", [True, False])
 def test_the_additive_ceiling_misses_the_interactions(monkeypatch: pytest.MonkeyPatch, interactions: bool) -> None:
     """A first-order model with every latent term known falls short of the oracle only by the world's interactions."""
-    from jobs import simulation_world as sw
     from models.metrics import auc
+    from simulator import world as sw
 
     if not interactions:
         monkeypatch.setattr(sw, "CATEGORY_HOUR_AMPLITUDE", 0.0)

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from bench.run import config_env, measure_cli, run_info
-from jobs.config import load_config
+from core.config import load_config
 
 
 def test_config_env_gives_another_process_the_same_configuration(

@@ -3,8 +3,7 @@ from __future__ import annotations
 from feast import Entity, FeatureService, FeatureView
 
 from feature_repo.definitions import feast_objects, view_name
-from jobs.layout import FEATURE_ENTITIES
-from models.features import ENTITIES, FEAST_ENTITIES, FEATURE_SERVICES, batch_features
+from models.features import ENTITIES, FEAST_ENTITIES, FEATURE_ENTITIES, FEATURE_SERVICES, batch_features
 
 
 def _objects() -> list[object]:

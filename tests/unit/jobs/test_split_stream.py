@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.config import PctrConfig, load_config
-from jobs.layout import Layout
+from core.config import PctrConfig, load_config
+from core.layout import Layout
 from jobs.split_stream import common_steps, row_groups, shard, stream_dataset
 from jobs.training_set import write_split
 from models.features import BY_NAME

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.config import TrainConfig
+from core.config import TrainConfig
 from models.features import MODEL_FEATURES, Feature
 from models.inputs import FeatureStats, compute_feature_stats, fill_defaults
 

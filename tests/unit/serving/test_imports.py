@@ -7,6 +7,6 @@ import sys
 
 
 def test_the_service_modules_load_without_scikit_learn() -> None:
-    code = "import sys, serving.app, serving.predictor, models.calibration; print('sklearn' in sys.modules)"
+    code = "import sys, serving.app, models.predictor, models.calibration; print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"

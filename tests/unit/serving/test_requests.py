@@ -2,7 +2,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from jobs.config import load_config
+from core.config import load_config
 from serving.app import PredictRequest, RankRequest, create_app
 
 

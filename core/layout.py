@@ -1,0 +1,160 @@
+"""Where every piece of state lives under ``PCTR_HOME``; the only place that spells out paths."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.config import PctrConfig
+
+# Keras weights of the trained ranker, registered with the model so a later run can warm start from them.
+RANKER_WEIGHTS = "ranker.weights.h5"
+CHECKPOINTS = "checkpoints"
+FEATURE_STATS = "feature_stats.json"
+
+
+def parse_ds(ds: str) -> dt.date:
+    """Parse a ``YYYY-MM-DD`` partition date, with a clear error for anything else."""
+    try:
+        return dt.date.fromisoformat(ds)
+    except ValueError as err:
+        raise ValueError(f"ds must be YYYY-MM-DD, got {ds!r}") from err
+
+
+def day_bounds(ds: str) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of a day in UTC."""
+    start = dt.datetime.combine(parse_ds(ds), dt.time(), tzinfo=dt.UTC)
+    return start, start + dt.timedelta(days=1)
+
+
+def feature_event_time(ds: str) -> dt.datetime:
+    """Event time of features computed over day ``ds``: the last microsecond of ds.
+
+    It lies inside [ds start, ds end), so ``materialize(start, end)`` of ds picks it up, and every
+    impression after ds sees it while no impression of ds does.
+    """
+    return day_bounds(ds)[1] - dt.timedelta(microseconds=1)
+
+
+def shift_ds(ds: str, days: int) -> str:
+    return (parse_ds(ds) + dt.timedelta(days=days)).isoformat()
+
+
+def ds_range(start: str, days: int) -> list[str]:
+    return [shift_ds(start, i) for i in range(days)]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of all pctr state below one home directory."""
+
+    home: Path
+
+    # raw logs: append-only, never rewritten by the pipeline
+    def raw(self, event: str, ds: str | None = None) -> Path:
+        base = self.home / "data" / "raw" / event
+        return base if ds is None else base / f"dt={ds}"
+
+    def raw_hour(self, event: str, ds: str, hour: int) -> Path:
+        return self.raw(event, ds) / f"hour={hour:02d}"
+
+    def catalog(self, table: str) -> Path:
+        """Slowly changing tables (``ads``, ``users``) as one Parquet file per change day."""
+        return self.home / "data" / "raw" / table
+
+    def truth(self, ds: str | None = None) -> Path:
+        base = self.home / "data" / "truth"
+        return base if ds is None else base / f"dt={ds}"
+
+    def _partition(self, name: str, ds: str | None) -> Path:
+        base = self.home / "data" / name
+        return base if ds is None else base / f"dt={ds}"
+
+    def joined(self, ds: str | None = None) -> Path:
+        return self._partition("joined", ds)
+
+    def labelled(self, ds: str | None = None) -> Path:
+        """Every clean impression of ds with its label, none downsampled: what counting features count."""
+        return self._partition("labelled", ds)
+
+    def eval_sample(self, ds: str | None = None) -> Path:
+        return self._partition("eval_sample", ds)
+
+    def quarantine(self, ds: str | None = None) -> Path:
+        return self._partition("quarantine", ds)
+
+    def daily_aggregates(self, entity: str, ds: str | None = None) -> Path:
+        return self._partition(f"daily_{entity}", ds)
+
+    def features(self, entity: str, ds: str | None = None) -> Path:
+        """One directory per ds holding ``features.parquet``; Feast reads them all as one source."""
+        return self._partition(f"features/{entity}", ds)
+
+    def feature_glob(self, entity: str) -> str:
+        return str(self.features(entity) / "dt=*" / "features.parquet")
+
+    def stage_output(self, stage: str, ds: str) -> Path:
+        """Where a stage whose outputs live in several places writes its ``_stats.json``."""
+        return self.home / "stages" / stage / f"dt={ds}"
+
+    def training_set(self, ds: str) -> Path:
+        return self.run_dir(ds) / "training_set"
+
+    def run_dir(self, ds: str) -> Path:
+        return self.home / "runs" / ds
+
+    @property
+    def feast_repo(self) -> Path:
+        return self.home / "feast"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.home / "mlflow" / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlflow" / "artifacts"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def reports(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def bundles(self) -> Path:
+        return self.home / "serving" / "bundles"
+
+    @property
+    def current_pointer(self) -> Path:
+        return self.home / "serving" / "CURRENT"
+
+    @property
+    def served_log(self) -> Path:
+        return self.home / "serving" / "served"
+
+    @property
+    def demo(self) -> Path:
+        return self.home / "demo"
+
+
+# The daily run's model directories, shared by the stages that write and read them.
+def ranker_dir(cfg: PctrConfig, ds: str) -> Path:
+    return Layout(cfg.home).run_dir(ds) / "ranker"
+
+
+def calibrator_path(cfg: PctrConfig, ds: str, model: str = "ranker") -> Path:
+    return ranker_dir(cfg, ds) / f"{model}_calibrator.json"
+
+
+def evaluation_dir(cfg: PctrConfig, ds: str) -> Path:
+    return ranker_dir(cfg, ds) / "evaluation"
+
+
+def retrieval_dir(cfg: PctrConfig, ds: str) -> Path:
+    return Layout(cfg.home).run_dir(ds) / "retrieval"

@@ -1,0 +1,63 @@
+"""The MLflow tracking store and model registry of a pctr home: its URI, a client, a registered version's files.
+
+The register stage writes to it; the train stage reads a registered version to warm start from; ``make ui``
+serves it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.config import PctrConfig
+from core.layout import FEATURE_STATS, RANKER_WEIGHTS, Layout
+
+EXPERIMENT = "pctr-daily"
+
+
+def tracking_uri(cfg: PctrConfig) -> str:
+    return f"sqlite:///{Layout(cfg.home).mlflow_db}"
+
+
+def mlflow_client(cfg: PctrConfig) -> Any:
+    """Point MLflow at this home's store (sqlite + local artifacts unless configured otherwise)."""
+    import mlflow
+
+    layout = Layout(cfg.home)
+    layout.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    mlflow.set_registry_uri(tracking_uri(cfg))
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        mlflow.create_experiment(EXPERIMENT, artifact_location=layout.mlflow_artifacts.as_uri())
+    mlflow.set_experiment(EXPERIMENT)
+    return mlflow.MlflowClient()
+
+
+def download_ranker_weights(cfg: PctrConfig, ref: str, dest: Path) -> tuple[str, Path, Path] | None:
+    """Weights and feature statistics of registered ranker version ``ref`` (alias or number), downloaded to ``dest``.
+
+    Returns (version, weights path, feature statistics path); None when ``ref`` is an alias that is
+    not set yet (the first run of a warm-started pipeline has no champion). A version number that
+    does not exist raises.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client(cfg)
+    try:
+        if ref.isdigit():
+            version = client.get_model_version(cfg.model_name, ref)
+        else:
+            version = client.get_model_version_by_alias(cfg.model_name, ref)
+    except MlflowException as error:
+        if ref.isdigit():
+            raise LookupError(f"train.warm_start={ref}: {cfg.model_name} has no version {ref}") from error
+        return None
+    paths = []
+    for artifact in (RANKER_WEIGHTS, FEATURE_STATS):
+        uri = f"models:/{cfg.model_name}/{version.version}/artifacts/{artifact}"
+        try:
+            paths.append(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest))))
+        except (MlflowException, OSError) as error:
+            raise LookupError(f"train.warm_start={ref}: version {version.version} has no {artifact} ({uri})") from error
+    return str(version.version), paths[0], paths[1]

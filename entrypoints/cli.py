@@ -1,0 +1,169 @@
+"""``pctr``: one command per pipeline stage, plus simulate, run-day and serve.
+
+Stage commands take ``--ds YYYY-MM-DD``; with ``--json`` the last stdout line is the stage summary
+as one JSON object (the same object the stage writes as ``_stats.json``). A failing stage prints one
+line naming the reason on stderr and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from core.config import load_config
+from core.layout import parse_ds
+from entrypoints.local_runner import run_day
+from jobs.pipeline import DAILY_STAGES, STAGES_BY_NAME, run_stage
+
+EXPECTED_ERRORS = (FileNotFoundError, ValueError)
+
+
+def _ds(value: str) -> str:
+    try:
+        return parse_ds(value).isoformat()
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _emit(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, sort_keys=True, default=str))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
+
+
+def _cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
+    from simulator import logs
+
+    return logs.run(
+        load_config(), start=args.start, days=args.days, scale=args.scale, seed=args.seed, faults=args.faults
+    )
+
+
+def _cmd_stage(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]:
+    def command(args: argparse.Namespace) -> dict[str, Any]:
+        return run_stage(load_config(), name, args.ds)
+
+    return command
+
+
+def _cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
+    return run_stage(load_config(), f"validate_{args.stage}", args.ds)
+
+
+def _cmd_run_day(args: argparse.Namespace) -> dict[str, Any]:
+    report = run_day(load_config(), args.ds, until=args.until, log=lambda line: print(line, file=sys.stderr))
+    return {"ds": report["ds"], "stages": report["stages"]}
+
+
+def _cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
+    from serving.app import serve
+
+    cfg = load_config()
+    serve(cfg, host=args.host or cfg.serving.host, port=args.port or cfg.serving.port)
+    return {}
+
+
+def _cmd_skew_report(args: argparse.Namespace) -> dict[str, Any]:
+    from analysis import skew_report
+
+    return skew_report.run(load_config(), args.ds)
+
+
+def _cmd_benchmark_dataset(args: argparse.Namespace) -> dict[str, Any]:
+    from analysis import benchmark_dataset
+
+    return benchmark_dataset.run(
+        load_config(),
+        args.path,
+        args.format,
+        label=args.label,
+        categorical=_columns(args.categorical),
+        numeric=_columns(args.numeric),
+        max_rows=args.max_rows,
+    )
+
+
+def _columns(value: str | None) -> list[str] | None:
+    return [c for c in value.split(",") if c] if value else None
+
+
+def _cmd_config(args: argparse.Namespace) -> dict[str, Any]:
+    return json.loads(load_config().model_dump_json())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pctr", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], dict[str, Any]], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--json", action="store_true", help="print the summary as one JSON line (last line)")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("simulate", _cmd_simulate, "write simulated raw logs and ground truth under $PCTR_HOME/data")
+    p.add_argument("--start", type=_ds, required=True)
+    p.add_argument("--days", type=int, default=1)
+    p.add_argument("--scale", default="small", help="tiny | small | medium | large")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--faults", type=float, default=0.0, help="fraction of faulty records to inject")
+
+    for stage in DAILY_STAGES:
+        if stage.module == "jobs.validate":
+            continue
+        add(stage.command, _cmd_stage(stage.name), stage.help).add_argument("--ds", type=_ds, required=True)
+    p = add("validate", _cmd_validate, "Great Expectations gate on raw or joined data of ds")
+    p.add_argument("--ds", type=_ds, required=True)
+    p.add_argument("--stage", choices=("raw", "joined"), required=True)
+
+    p = add("run-day", _cmd_run_day, "run the whole daily pipeline for DS locally (no Airflow)")
+    p.add_argument("ds", type=_ds)
+    p.add_argument("--until", choices=list(STAGES_BY_NAME), help="stop after this stage")
+
+    p = add("serve", _cmd_serve, "start the ranking service on the CURRENT bundle")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+
+    p = add("skew-report", _cmd_skew_report, "compare served feature values with offline values for ds")
+    p.add_argument("--ds", type=_ds, required=True)
+
+    p = add("benchmark-dataset", _cmd_benchmark_dataset, "DeepFM vs logistic regression on any click file")
+    p.add_argument("path", type=Path)
+    p.add_argument("--format", choices=("criteo", "csv"), required=True)
+    p.add_argument("--label", help="label column (csv)")
+    p.add_argument("--categorical", help="comma-separated categorical columns (csv)")
+    p.add_argument("--numeric", help="comma-separated numeric columns (csv)")
+    p.add_argument("--max-rows", type=int, default=None, help="read at most this many rows")
+    p.set_defaults(always_json=True)  # its contract: the last stdout line is the JSON result
+
+    add("config", _cmd_config, "print the effective configuration")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result = args.handler(args)
+    except Exception as err:
+        # bad input and failed gates are expected: one line says why; anything else also gets its traceback
+        if not isinstance(err, EXPECTED_ERRORS) and not type(err).__module__.startswith("jobs."):
+            traceback.print_exc()
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        print(f"pctr {args.command}: {type(err).__name__}: {first_line}", file=sys.stderr)
+        return 1
+    if result:
+        _emit(result, args.json or getattr(args, "always_json", False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""``make ui``: the Airflow UI (standalone: scheduler, API server, DAG processor) and the MLflow UI over $PCTR_HOME.
+
+Ctrl-C stops both, with every process under them: SIGINT first (SIGTERM leaves Airflow's scheduler
+and workers running), then SIGKILL to what is left after a grace period.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+from core.config import load_config
+from core.processes import ChildProcesses
+from core.tracking import tracking_uri
+from entrypoints.airflow_local import airflow_env, migrate
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--airflow-port", type=int, default=8080)
+    parser.add_argument("--mlflow-port", type=int, default=5000)
+    args = parser.parse_args(argv)
+    # a process started in the background inherits SIGINT ignored: restore Ctrl-C, and stop the same way on SIGTERM
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    cfg = load_config()
+    migrate(cfg)
+    env = airflow_env(cfg, parallelism=4)
+    # a single-user local UI: no login page (set it to False, or use a real auth manager, on a shared host)
+    env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    env["AIRFLOW__API__PORT"] = str(args.airflow_port)
+    env["AIRFLOW__API__HOST"] = "127.0.0.1"
+    children = ChildProcesses(grace=30.0)
+    airflow = children.popen([sys.executable, "-m", "airflow", "standalone"], env=env)
+    mlflow = children.popen(
+        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(cfg),
+         "--host", "127.0.0.1", "--port", str(args.mlflow_port)],
+    )  # fmt: skip
+    print(f"Airflow UI: http://127.0.0.1:{args.airflow_port}   MLflow UI: http://127.0.0.1:{args.mlflow_port}")
+    print(f"state: {cfg.home}   (Ctrl-C stops both)", flush=True)
+    try:
+        while airflow.poll() is None and mlflow.poll() is None:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        children.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

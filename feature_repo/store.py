@@ -1,0 +1,53 @@
+"""The Feast store of a pctr home: repo config from ``cfg.features``, declarations from ``feature_repo.definitions``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from core.config import PctrConfig
+from core.io import write_text_atomic
+from core.layout import Layout
+from models.features import FEATURE_ENTITIES
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+
+def repo_config(cfg: PctrConfig) -> dict[str, Any]:
+    """feature_store.yaml as a dict: offline and online store chosen by config."""
+    layout = Layout(cfg.home)
+    offline: dict[str, Any] = {"type": cfg.features.offline_store}
+    if cfg.features.offline_store == "spark":
+        offline["spark_conf"] = {"spark.master": cfg.spark.master, "spark.sql.session.timeZone": "UTC"}
+    if cfg.features.online_store == "redis":
+        online: dict[str, Any] = {"type": "redis", "connection_string": cfg.features.redis_connection}
+    else:
+        online = {"type": "sqlite", "path": str(layout.feast_repo / "online_store.db")}
+    return {
+        "project": cfg.features.project,
+        "registry": {"registry_type": "file", "path": str(layout.feast_repo / "registry.db")},
+        "provider": "local",
+        "offline_store": offline,
+        "online_store": online,
+        "entity_key_serialization_version": 3,
+    }
+
+
+def feature_store(cfg: PctrConfig, apply: bool = False) -> FeatureStore:
+    """Open the store (writing its feature_store.yaml, so the `feast` CLI works on it too).
+
+    ``apply=True`` registers the declarations from ``feature_repo`` (idempotent).
+    """
+    import yaml
+    from feast import FeatureStore
+
+    from feature_repo.definitions import feast_objects
+
+    layout = Layout(cfg.home)
+    layout.feast_repo.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(layout.feast_repo / "feature_store.yaml", yaml.safe_dump(repo_config(cfg), sort_keys=False))
+    store = FeatureStore(repo_path=str(layout.feast_repo))
+    if apply:
+        globs = {entity: layout.feature_glob(entity) for entity in FEATURE_ENTITIES}
+        store.apply(feast_objects(globs, cfg.features.ttl_days, cfg.features.offline_store))
+    return store

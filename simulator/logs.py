@@ -1,0 +1,388 @@
+"""Simulate ground-truth ad logs: raw impressions, clicks and conversions, the ad/user catalogs and the truth.
+
+Traffic for each day comes from a generator seeded by (seed, day) and the world (``simulator.world``)
+does not depend on the simulated dates, so simulating days one at a time or together writes identical
+bytes. Clicks and conversions land in the hour partition of their own timestamp, which may be days after
+the impression, under ``part-from-<impression ds>.json.gz`` so that no two simulated days share a file.
+
+The ad catalog of a day holds the ads launched that day, except when the previous day's catalog file is
+missing (the first day of a fresh home, or after a gap): then it is a snapshot of every live ad. Each row's
+``valid_from`` is the ad's launch, so a snapshot and an increment never disagree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from core.config import PctrConfig
+from core.layout import Layout, ds_range, parse_ds
+from simulator import world as sw
+
+FAULT_KINDS = ("malformed", "duplicate", "orphan_click", "out_of_range")
+MODEL_VERSION = "sim-legacy"
+HOUR_MS = 3_600_000
+LATE_CLICK_SHARE = 0.04  # of clicks arriving after the attribution window
+CLICK_MEDIAN_MS = 180_000
+CONVERSION_RATE = 0.05
+CONVERSION_CAP_MS = 72 * 3_600_000
+_TAG_DAY, _TAG_FAULT = 3, 4
+_TS_US = pa.timestamp("us", tz="UTC")
+_IMPRESSION_KEYS = (
+    "impression_id", "request_id", "ts", "user_id", "ad_id", "advertiser_id", "campaign_id", "placement",
+    "position", "device", "os", "country", "bid", "model_version", "pctr_served", "served_features",
+)  # fmt: skip
+
+
+@dataclass
+class DayLog:
+    """One simulated day before faults: impressions in ts order (as indices) plus their truth and outcomes.
+
+    Strings are only built an hour at a time when writing, which keeps memory far below one object per field.
+    """
+
+    ds: str
+    ads: sw.Ads  # the ads live that day; ``ad`` indexes it
+    ad_ids: np.ndarray  # of ``ads``
+    imp_ms: np.ndarray
+    req: np.ndarray
+    user: np.ndarray
+    ad: np.ndarray
+    placement: np.ndarray
+    position: np.ndarray
+    pctr_served: np.ndarray
+    p_click: np.ndarray
+    click_ms: np.ndarray  # -1 where no click
+    conv_row: np.ndarray  # impression rows that converted
+    conv_ms: np.ndarray
+    conv_value: np.ndarray
+
+
+def run(
+    cfg: PctrConfig, start: str, days: int, scale: str = "small", seed: int | None = None, faults: float = 0.0
+) -> dict[str, Any]:
+    """Simulate ``days`` days from ``start`` into ``cfg.home`` and return JSON-able stats.
+
+    ``faults`` is the fraction of impression lines that are corrupted, split evenly over ``FAULT_KINDS``.
+    """
+    began = time.perf_counter()
+    if scale not in cfg.simulation.scales:
+        raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(sorted(cfg.simulation.scales))}")
+    if days < 1:
+        raise ValueError(f"days must be >= 1, got {days}")
+    if not 0.0 <= faults < 1.0:
+        raise ValueError(f"faults must be in [0, 1), got {faults}")
+    seed = cfg.simulation.seed if seed is None else seed
+    n_users, n_ads, n_adv, per_day = cfg.simulation.scales[scale]
+    world = sw.World(seed, n_users, n_ads, n_adv, cfg.simulation.new_ads_per_day_fraction, cfg.join.max_bid)
+    layout = Layout(cfg.home)
+    per_day_stats: dict[str, dict[str, Any]] = {}
+    for i, ds in enumerate(ds_range(start, days)):
+        if i == 0:
+            _write_users(layout, world, ds)
+        log = simulate_day(world, cfg, ds, seed, per_day)
+        per_day_stats[ds] = _write_day(layout, world, cfg, log, seed, faults)
+    totals = {k: sum(s[k] for s in per_day_stats.values()) for k in ("impressions", "clicks", "conversions")}
+    return {
+        "start": start, "days": days, "scale": scale, "seed": seed, "faults": faults,
+        "rows": {**totals, "users": world.n_users, "ads": sum(s["catalog_ads"] for s in per_day_stats.values())},
+        "per_day": per_day_stats,
+        "mean_true_ctr": float(np.mean([s["mean_true_ctr"] for s in per_day_stats.values()])),
+        "late_click_share": sum(s["late_clicks"] for s in per_day_stats.values()) / max(totals["clicks"], 1),
+        "fault_counts": {k: sum(s["faults"][k] for s in per_day_stats.values()) for k in FAULT_KINDS},
+        "paths": {
+            **{event: str(layout.raw(event)) for event in ("impressions", "clicks", "conversions")},
+            "ads": str(layout.catalog("ads")), "users": str(layout.catalog("users")), "truth": str(layout.truth()),
+        },
+        "seconds": round(time.perf_counter() - began, 3),
+    }  # fmt: skip
+
+
+def simulate_day(world: sw.World, cfg: PctrConfig, ds: str, seed: int, n: int) -> DayLog:
+    """Draw ``n`` impressions of day ``ds`` as a legacy (non-ML) ad server would have served them."""
+    day = parse_ds(ds)
+    rng = np.random.default_rng([seed, _TAG_DAY, day.toordinal()])
+    start_ms = sw.day_ms(day)
+    weight = world.activity * (world.signup_ms < start_ms)
+    if not weight.any():
+        raise ValueError(f"no simulated user has signed up by {ds}")
+
+    # Requests: one user, time, placement each, with several ad slots; truncated to exactly n slots.
+    placement = rng.choice(len(sw.PLACEMENTS), n, p=sw.PLACEMENT_P)
+    slots = 1 + rng.binomial(np.array(sw.MAX_SLOTS)[placement] - 1, 0.4)
+    n_req = int(np.searchsorted(np.cumsum(slots), n)) + 1
+    placement, slots = placement[:n_req], slots[:n_req]
+    slots[-1] -= slots.sum() - n
+    req_user = rng.choice(world.n_users, n_req, p=weight / weight.sum())
+    hours = rng.choice(24, n_req, p=sw.HOUR_VOLUME / sw.HOUR_VOLUME.sum())
+    # request attributes are iid, so sorting the times alone keeps them independent of time
+    req_ms = np.sort(start_ms + hours * HOUR_MS + rng.integers(0, HOUR_MS, n_req))
+    req = np.repeat(np.arange(n_req), slots)
+    req_start = np.concatenate([[0], np.cumsum(slots)[:-1]])
+    user, imp_ms, pl = req_user[req], req_ms[req], placement[req]
+
+    ads = world.live_ads(day)
+    ad = sw.pick_ads(rng, world, ads, user, imp_ms, req, start_ms)
+    hour = (imp_ms - start_ms) // HOUR_MS
+    base = sum(sw.base_terms(world, ads, user, ad, hour, pl).values())
+    # The legacy server ranks slots by bid x its own noisy estimate, so position is confounded with quality.
+    noisy = base + rng.normal(0.0, 0.8, n)
+    order = np.lexsort((-(np.log(ads.bid[ad]) + noisy), req))
+    ad, base, noisy = ad[order], base[order], noisy[order]
+    position = np.arange(n) - req_start[req] + 1
+    slot = sw.slot_terms(user, ad, position)
+    z = base + slot["position"] + slot["fatigue"]
+    intercept = sw.solve_intercept(z, cfg.simulation.base_ctr)
+    p_click = sw.sigmoid(intercept + z)
+    clicked = rng.random(n) < p_click
+    click_ms = np.full(n, -1, dtype=np.int64)
+    click_ms[clicked] = imp_ms[clicked] + click_delays_ms(rng, int(clicked.sum()), cfg.join.attribution_window_hours)
+    click_rows = np.flatnonzero(clicked)
+    conv_row = click_rows[rng.random(len(click_rows)) < CONVERSION_RATE]
+    conv_ms = click_ms[conv_row] + 1000 + _bounded_lognormal_ms(rng, len(conv_row), 2 * HOUR_MS, 1.5, CONVERSION_CAP_MS)
+    conv_value = np.round(rng.lognormal(math.log(25.0), 0.8, len(conv_row)), 2)
+
+    # the legacy estimate is noisy but calibrated on average, as a production model would roughly be
+    legacy = noisy + slot["position"]
+    pctr_served = np.round(sw.sigmoid(sw.solve_intercept(legacy, cfg.simulation.base_ctr) + legacy), 6)
+    return DayLog(
+        ds, ads, sw.ad_ids(ads), imp_ms, req, user, ad, pl, position, pctr_served, p_click, click_ms,
+        conv_row, conv_ms, conv_value,
+    )  # fmt: skip
+
+
+def _impression_frame(world: sw.World, log: DayLog, rows: slice, bid: np.ndarray, position: np.ndarray) -> pd.DataFrame:
+    """The JSON fields of impression rows ``rows`` (``bid``/``position`` may carry injected faults)."""
+    compact = log.ds.replace("-", "")
+    user, ad, ads = log.user[rows], log.ad[rows], log.ads
+    columns = {
+        "impression_id": _ids(f"i{compact}-", np.arange(len(log.imp_ms))[rows]),
+        "request_id": _ids(f"r{compact}-", log.req[rows]),
+        "ts": _iso(log.imp_ms[rows]),
+        "user_id": world.user_ids[user],
+        "ad_id": log.ad_ids[ad],
+        "advertiser_id": world.advertiser_ids[ads.adv[ad]],
+        "campaign_id": world.campaign_ids[ads.camp[ad]],
+        "placement": np.array(sw.PLACEMENTS, dtype=object)[log.placement[rows]],
+        "position": position[rows],
+        "device": np.array(sw.DEVICES, dtype=object)[world.device[user]],
+        "os": np.array(sw.OS_NAMES, dtype=object)[world.os[user]],
+        "country": np.array(sw.COUNTRIES, dtype=object)[world.country[user]],
+        "bid": bid[rows],
+        "model_version": MODEL_VERSION,
+        "pctr_served": log.pctr_served[rows],
+        "served_features": None,
+    }
+    return pd.DataFrame(columns, columns=list(_IMPRESSION_KEYS))
+
+
+def _iso(ms: np.ndarray) -> np.ndarray:
+    return np.datetime_as_string(ms.astype("datetime64[ms]"), unit="ms", timezone="UTC").astype(object)
+
+
+def click_delays_ms(rng: np.random.Generator, n: int, window_hours: int) -> np.ndarray:
+    """Heavy-tailed click delays (>= 1 s) with ``LATE_CLICK_SHARE`` beyond ``window_hours``.
+
+    A lognormal with median ``CLICK_MEDIAN_MS`` whose sigma puts the wanted share past the window; the
+    far tail (beyond two days or twice the window) is redrawn between the window and that cap, which
+    keeps the late share while bounding how many days later a click can land.
+    """
+    window_ms = window_hours * HOUR_MS
+    sigma = math.log(window_ms / CLICK_MEDIAN_MS) / NormalDist().inv_cdf(1 - LATE_CLICK_SHARE)
+    return 1000 + _bounded_lognormal_ms(rng, n, CLICK_MEDIAN_MS, sigma, _click_cap_ms(window_hours), window_ms)
+
+
+def _click_cap_ms(window_hours: int) -> int:
+    return max(48, 2 * window_hours) * HOUR_MS
+
+
+def _bounded_lognormal_ms(
+    rng: np.random.Generator, n: int, median_ms: float, sigma: float, cap_ms: int, floor_ms: int = 0
+) -> np.ndarray:
+    delay = rng.lognormal(math.log(median_ms), sigma, n).astype(np.int64)
+    beyond = delay > cap_ms
+    return np.where(beyond, rng.integers(floor_ms, cap_ms, n), delay)
+
+
+def _ids(prefix: str, nums: np.ndarray) -> np.ndarray:
+    return (prefix + pd.Series(nums).astype(str)).to_numpy(dtype=object)
+
+
+def _write_day(
+    layout: Layout, world: sw.World, cfg: PctrConfig, log: DayLog, seed: int, faults: float
+) -> dict[str, Any]:
+    """Inject faults (from their own generator, so clean rows stay identical) and write every file of a day."""
+    day = parse_ds(log.ds)
+    rng = np.random.default_rng([seed, _TAG_FAULT, day.toordinal()])
+    n = len(log.imp_ms)
+    k = round(faults * n / len(FAULT_KINDS))
+    picked = rng.choice(n, 3 * k, replace=False) if k else np.empty(0, dtype=np.int64)
+    malformed, duplicate, out_of_range = np.sort(picked[:k]), np.sort(picked[k : 2 * k]), picked[2 * k :]
+    fault = np.full(n, None, dtype=object)
+    for kind, rows in (("malformed", malformed), ("duplicate", duplicate), ("out_of_range", out_of_range)):
+        fault[rows] = kind
+    bid, position = log.ads.bid[log.ad], log.position.copy()
+    variant = rng.integers(0, 4, k)  # negative bid, bid above max, position 0, position above max
+    bid[out_of_range[variant == 0]] *= -1
+    bid[out_of_range[variant == 1]] = np.round(cfg.join.max_bid * rng.uniform(1.01, 3.0, (variant == 1).sum()), 2)
+    position[out_of_range[variant == 2]] = 0
+    position[out_of_range[variant == 3]] = cfg.join.max_position + rng.integers(1, 50, (variant == 3).sum())
+
+    hour_bounds = np.searchsorted(log.imp_ms, sw.day_ms(day) + HOUR_MS * np.arange(25))
+    for h in range(24):
+        lo, hi = hour_bounds[h], hour_bounds[h + 1]
+        lines = _json_lines(_impression_frame(world, log, slice(lo, hi), bid, position))
+        mal = malformed[(malformed >= lo) & (malformed < hi)] - lo
+        if len(mal):  # a truncated object is never valid JSON
+            lines[mal] = pd.Series(lines[mal]).str.slice(stop=int(rng.integers(20, 120))).to_numpy(dtype=object)
+        dup = duplicate[(duplicate >= lo) & (duplicate < hi)] - lo
+        if len(dup):  # at-least-once delivery: the same line again, a little later in the hour
+            key = np.concatenate([np.arange(len(lines)), dup + rng.integers(1, 50, len(dup)) + 0.5])
+            lines = np.concatenate([lines, lines[dup]])[np.argsort(key, kind="stable")]
+        _write_gzip_lines(layout.raw_hour("impressions", log.ds, h) / "part-0.json.gz", lines)
+
+    compact = log.ds.replace("-", "")
+    clicked = np.flatnonzero(log.click_ms >= 0)
+    orphan_ms = sw.day_ms(day) + rng.integers(0, sw.DAY_MS, k)
+    orphan_click_ms = orphan_ms + click_delays_ms(rng, k, cfg.join.attribution_window_hours)
+    orphan_ids = _ids(f"i{compact}-o", np.arange(k))
+    clicks = pd.DataFrame({
+        "impression_id": np.concatenate([_ids(f"i{compact}-", clicked), orphan_ids]),
+        "ms": np.concatenate([log.click_ms[clicked], orphan_click_ms]),
+    })  # fmt: skip
+    conversions = pd.DataFrame(
+        {"impression_id": _ids(f"i{compact}-", log.conv_row), "ms": log.conv_ms, "value": log.conv_value}
+    )
+    written = _write_by_hour(layout, "clicks", log.ds, clicks)
+    written += _write_by_hour(layout, "conversions", log.ds, conversions)
+    _remove_stale(layout, log.ds, set(written), cfg.join.attribution_window_hours)
+
+    no_click = np.concatenate([log.click_ms < 0, np.zeros(k, bool)])
+    truth = pa.table({
+        "impression_id": pa.concat_arrays([
+            pc.binary_join_element_wise(f"i{compact}-", pa.array(np.arange(n)).cast(pa.string()), ""),
+            pa.array(orphan_ids, pa.string()),
+        ]),
+        "ts": pa.array(np.concatenate([log.imp_ms, orphan_ms]) * 1000, _TS_US),
+        "p_click": pa.array(np.concatenate([log.p_click, np.zeros(k)]), pa.float64(),
+                            mask=np.concatenate([np.zeros(n, bool), np.ones(k, bool)])),
+        "click_ts": pa.array(np.concatenate([log.click_ms, orphan_click_ms]) * 1000, _TS_US, mask=no_click),
+        "fault": pa.array(np.concatenate([fault, np.full(k, "orphan_click", dtype=object)]), pa.string()),
+    })  # fmt: skip
+    _write_parquet(layout.truth(log.ds) / "part-0.parquet", truth)
+
+    window_ms = cfg.join.attribution_window_hours * HOUR_MS
+    return {
+        "impressions": n, "clicks": len(clicked), "conversions": len(log.conv_row),
+        "late_clicks": int((log.click_ms[clicked] - log.imp_ms[clicked] > window_ms).sum()),
+        "mean_true_ctr": float(log.p_click.mean()), "click_rate": len(clicked) / n,
+        "catalog_ads": _write_ads(layout, world, day), "live_ads": len(log.ads), "launched_ads": world.per_day,
+        "faults": {"malformed": k, "duplicate": k, "orphan_click": k, "out_of_range": k},
+    }  # fmt: skip
+
+
+def _json_lines(df: pd.DataFrame) -> np.ndarray:
+    if df.empty:
+        return np.empty(0, dtype=object)
+    text = df.to_json(orient="records", lines=True, double_precision=10)
+    return np.array(text.rstrip("\n").split("\n"), dtype=object)
+
+
+def _write_by_hour(layout: Layout, event: str, origin_ds: str, df: pd.DataFrame) -> list[str]:
+    """Write events into the hour partitions of their own ts; returns the paths written."""
+    df = df.iloc[np.argsort(df["ms"].to_numpy(), kind="stable")]
+    ms = df["ms"].to_numpy()
+    out = df.drop(columns="ms")
+    out.insert(1, "ts", _iso(ms))
+    hour_key = ms // HOUR_MS
+    keys, first = np.unique(hour_key, return_index=True)
+    bounds = np.append(first, len(ms))
+    paths = []
+    for i, key in enumerate(keys):
+        when = dt.datetime.fromtimestamp(int(key) * 3600, tz=dt.UTC)
+        path = layout.raw_hour(event, when.date().isoformat(), when.hour) / f"part-from-{origin_ds}.json.gz"
+        _write_gzip_lines(path, _json_lines(out.iloc[bounds[i] : bounds[i + 1]]))
+        paths.append(str(path))
+    return paths
+
+
+def _remove_stale(layout: Layout, origin_ds: str, written: set[str], window_hours: int) -> None:
+    """Drop files that a previous run with other arguments left for ``origin_ds``."""
+    horizon_days = math.ceil((_click_cap_ms(window_hours) + CONVERSION_CAP_MS) / sw.DAY_MS) + 2
+    for event in ("clicks", "conversions"):
+        for ds in ds_range(origin_ds, horizon_days):
+            for hour in range(24):
+                path = layout.raw_hour(event, ds, hour) / f"part-from-{origin_ds}.json.gz"
+                if str(path) not in written and path.exists():
+                    path.unlink()
+
+
+def _write_ads(layout: Layout, world: sw.World, day: dt.date) -> int:
+    ds = day.isoformat()
+    previous = layout.catalog("ads") / f"dt={(day - dt.timedelta(days=1)).isoformat()}" / "part-0.parquet"
+    ads = world.batch(day) if previous.exists() else world.live_ads(day)
+    launch = pa.array(ads.launch_ms * 1000, _TS_US)
+    table = pa.table({
+        "ad_id": pa.array(sw.ad_ids(ads), pa.string()),
+        "advertiser_id": pa.array(world.advertiser_ids[ads.adv], pa.string()),
+        "campaign_id": pa.array(world.campaign_ids[ads.camp], pa.string()),
+        "category": pa.array(np.array(sw.CATEGORIES, dtype=object)[ads.cat], pa.string()),
+        "creative_type": pa.array(np.array(sw.CREATIVES, dtype=object)[ads.video.astype(np.int64)], pa.string()),
+        "bid": pa.array(ads.bid, pa.float64()),
+        "daily_budget": pa.array(ads.budget, pa.float64()),
+        "launch_ts": launch,
+        "valid_from": launch,
+    })  # fmt: skip
+    _write_parquet(layout.catalog("ads") / f"dt={ds}" / "part-0.parquet", table)
+    return len(ads)
+
+
+def _write_users(layout: Layout, world: sw.World, ds: str) -> None:
+    signup = pa.array(world.signup_ms * 1000, _TS_US)
+    table = pa.table({
+        "user_id": pa.array(world.user_ids, pa.string()),
+        "age_bucket": pa.array(np.array(sw.AGE_BUCKETS, dtype=object)[world.age], pa.string()),
+        "gender": pa.array(np.array(sw.GENDERS, dtype=object)[world.gender], pa.string()),
+        "country": pa.array(np.array(sw.COUNTRIES, dtype=object)[world.country], pa.string()),
+        "signup_ts": signup,
+        "valid_from": signup,
+    })  # fmt: skip
+    _write_parquet(layout.catalog("users") / f"dt={ds}" / "part-0.parquet", table)
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    """Write via a temp file in the same directory and rename, so readers never see a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_gzip_lines(path: Path, lines: np.ndarray) -> None:
+    text = "\n".join(lines) + "\n" if len(lines) else ""
+    data = gzip.compress(text.encode(), compresslevel=1, mtime=0)  # mtime=0: reruns are byte-identical
+    _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    _atomic(path, lambda tmp: pq.write_table(table, tmp))

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from entrypoints.cli import build_parser, main
+from jobs.pipeline import DAILY_STAGES
+
+
+def test_every_stage_has_a_cli_command() -> None:
+    commands = set(build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001
+    expected = {s.command for s in DAILY_STAGES if not s.name.startswith("validate_")}
+    assert expected | {"validate", "simulate", "run-day", "serve", "skew-report", "benchmark-dataset"} <= commands
+
+
+def test_missing_input_is_one_clear_line_and_a_nonzero_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PCTR_HOME", str(tmp_path))
+    assert main(["build-features", "--ds", "2026-11-01"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "pctr build-features: FileNotFoundError: joined logs of ds=2026-11-01 are missing: "
+        "run `pctr join-logs --ds 2026-11-01` first"
+    ]

@@ -37,9 +37,10 @@ bench: setup redis ## benchmarks and the oracle-gap bound; results as JSON under
 ui: setup ## Airflow UI on :8080 and MLflow UI on :5000 over the state in $PCTR_HOME (Ctrl-C stops both)
 	$(PY) -m entrypoints.ui
 
-lint: setup ## ruff
+lint: setup ## ruff, and import-linter's layer contracts (setup.cfg)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 redis: ## install and start redis-server on loopback for the Redis online-store test
 	@.ci/redis.sh

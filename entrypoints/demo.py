@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
+import multiprocessing
 import signal
 import subprocess
 import sys
@@ -61,23 +63,41 @@ def demo_days(cfg: PctrConfig) -> list[str]:
 
 
 def prepare_history(cfg: PctrConfig, days: list[str], scale: str) -> None:
-    """Simulate every day (once) and run the data stages of all but the last (once)."""
+    """Simulate every day (once) and run the data stages of all but the last (once).
+
+    The simulator (one core) runs in a process of its own, day after day, while Spark works on the days
+    already written: a day's data stages start once the next day is written (its clicks close the day).
+    """
     from simulator import logs
 
     layout = Layout(cfg.home)
-    for ds in days:
-        if not (layout.truth(ds) / "part-0.parquet").exists():
-            print(f"simulate {ds} ({scale})", flush=True)
-            logs.run(cfg, start=ds, days=1, scale=scale)
-    # One Spark session for every history day (a start costs seconds a day), stopped before Airflow runs.
-    # Up to the features: the online store serves the newest day's values, which the closed day's own
-    # materialize writes for every entity; the history's training rows come from the offline store.
-    try:
-        for ds in days[:-1]:
-            if not (layout.stage_output(HISTORY_UNTIL, ds) / "_stats.json").exists():
-                run_day(cfg, ds, until=HISTORY_UNTIL, log=lambda line: print(line, flush=True), keep_spark=True)
-    finally:
-        stop_spark()
+    missing = [ds for ds in days if not (layout.truth(ds) / "part-0.parquet").exists()]
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process that may hold a JVM
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as simulator:
+        # one worker takes the days in order
+        written = {ds: simulator.submit(logs.run, cfg, start=ds, days=1, scale=scale) for ds in missing}
+
+        def wait_written(ds: str) -> None:
+            if ds in written:
+                written.pop(ds).result()
+                print(f"simulated {ds} ({scale})", flush=True)
+
+        # One Spark session for every history day (a start costs seconds a day), stopped before Airflow
+        # runs. Up to the features: the online store serves the newest day's values, which the closed
+        # day's own materialize writes for every entity; training rows come from the offline store.
+        try:
+            for i, ds in enumerate(days[:-1]):
+                wait_written(ds)
+                wait_written(days[i + 1])
+                if not (layout.stage_output(HISTORY_UNTIL, ds) / "_stats.json").exists():
+                    run_day(cfg, ds, until=HISTORY_UNTIL, log=lambda line: print(line, flush=True), keep_spark=True)
+        except BaseException:
+            simulator.shutdown(wait=False, cancel_futures=True)  # a failed day ends the demo without more days
+            raise
+        finally:
+            stop_spark()
+        for ds in list(written):
+            wait_written(ds)
 
 
 def prepare_history_apart(scale: str, children: ChildProcesses) -> None:

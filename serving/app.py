@@ -29,7 +29,9 @@ from core.config import PctrConfig
 from core.layout import Layout
 from models.features import MODEL_FEATURES
 from serving.auction import FrequencyCap
-from serving.ranker import CONTEXT, MODEL_NAME, RankingEngine
+from serving.engine import RankingEngine
+from serving.request_features import CONTEXT
+from serving.scoring import MODEL_NAME
 from serving.served_log import ServedLog
 
 logger = logging.getLogger(__name__)

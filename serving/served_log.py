@@ -1,5 +1,7 @@
 """The log of served impressions: one JSON line per impression, with the exact features it was scored on.
 
+``impression_records`` builds the records of one request's placements; ``ServedLog`` appends them.
+
 Lines go to ``$PCTR_HOME/serving/served/dt=<UTC date>/<pid>.jsonl``: one file per process, so
 replicas and restarts never interleave writes. The fields follow the raw impression schema
 (``impression_id, request_id, ts, user_id, ad_id, advertiser_id, campaign_id, placement, position,
@@ -14,9 +16,18 @@ import datetime as dt
 import json
 import os
 import threading
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from models.features import FEATURES
+from serving.auction import Placement
+from serving.request_features import CONTEXT
+
+FEATURE_NAMES = tuple(f.name for f in FEATURES)  # what a record's served_features hold: the model inputs and the bid
 
 
 class ServedLog:
@@ -40,3 +51,43 @@ class ServedLog:
             # one write per request so that a request's impressions stay together
             with open(path, "a", encoding="utf-8") as handle:
                 handle.write(text)
+
+
+def impression_records(
+    *, request_id: str, now: dt.datetime, columns: Mapping[str, np.ndarray], pctr: np.ndarray,
+    placements: Sequence[Placement], campaign_ids: np.ndarray, bids: np.ndarray, model_version: str,
+    bundle_version: str,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The served-log records of one request's ``placements``, each with a new impression id.
+
+    ``columns`` is the ranker's batch that was scored, ``pctr`` its calibrated pCTRs, and
+    ``campaign_ids`` and ``bids`` the candidates' (all aligned with the candidates, which a
+    placement's ``index`` points into). ``now`` (UTC) is the request's time.
+    """
+    ts = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    records = []
+    for p in placements:
+        features = {name: _json_value(columns[name][p.index]) for name in FEATURE_NAMES}
+        records.append(
+            {
+                "impression_id": uuid.uuid4().hex,
+                "request_id": request_id,
+                "ts": ts,
+                **{k: features[k] for k in ("user_id", "ad_id", "advertiser_id")},
+                "campaign_id": campaign_ids[p.index],
+                **{f.name: features[f.name] for f in CONTEXT},
+                "position": p.slot,
+                "bid": float(bids[p.index]),
+                "price": p.price,
+                "explore": p.explore,
+                "model_version": model_version,
+                "bundle_version": bundle_version,
+                "pctr_served": float(pctr[p.index]),
+                "served_features": features,
+            }
+        )
+    return records
+
+
+def _json_value(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,5 +1,5 @@
 """The skew report on a tiny hand-made home: two days of feature files in a real Feast repo, served logs
-written with the service's own ``ServedLog`` in the shape ``serving.ranker`` logs."""
+written with the service's own ``ServedLog`` in the shape of ``serving.served_log.impression_records``."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def _served_features(cfg: PctrConfig, features_of: dict[str, pd.DataFrame], ids:
 def write_log(cfg: PctrConfig, ds: str, features_of: dict[str, pd.DataFrame], n: int,
               stale: dict[int, dict[str, pd.DataFrame]] | None = None,
               restart_at: int | None = None) -> None:  # fmt: skip
-    """n impressions of ds, three per request, as ``RankingEngine._record`` logs them; row i in ``stale``
+    """n impressions of ds, three per request, as the service logs them; row i in ``stale``
     was served ``STALE`` from other feature tables. Requests cycle through the users and two blocks of ads,
     so from the 11th request on users see ads again. The service restarts before impression ``restart_at``:
     its frequency-cap counts start from zero again."""

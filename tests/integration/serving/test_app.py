@@ -130,9 +130,9 @@ def test_each_candidate_is_scored_with_its_users_category_features(live, pair_ta
     engine = live.client.app.state.engines.live()
     pair = [f.name for f in batch_features("user_category")]
     for user_id in ("u1", "u2", "u4", "never-seen-before"):
-        rows = engine.retrieve(user_id, engine.user_features(user_id)[0])
-        served = engine.pair_features(user_id, rows)
+        rows = engine.retrieval.candidates(user_id, engine.features.user(user_id)[0])
         categories = engine.ads["ad_category"][rows]
+        served = engine.features.online.pairs(user_id, categories)
         known = np.array([(user_id, c) in pair_table.index for c in categories])
         assert (user_id in {"u1", "u2"}) == known.any() and not known.all()
         for name in pair:

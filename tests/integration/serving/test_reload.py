@@ -3,7 +3,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from serving.ranker import RankingEngine
+from serving.engine import RankingEngine
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from core.io import Stats, staged_dir, write_stats
 from core.layout import Layout, day_bounds, shift_ds
 from core.raw_logs import CLICK_FIELDS, IMPRESSION_FIELDS, REQUIRED_IMPRESSION, all_of, read_raw_events
 from core.spark import spark_session
-from models.features import EXPOSURES_FEATURE
+from models.features import EXPOSURES_FEATURE, EXPOSURES_KEYS, EXPOSURES_ORDER
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -136,8 +136,10 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         ).cast("int"),
     )
     labelled = labelled.withColumn("click_ts", F.when(F.col("label") == 1, F.col("click_ts")))
-    # every clean impression of ds is in this partition: its rank within (user, ad) is the day's earlier exposures
-    exposures = Window.partitionBy("user_id", "ad_id").orderBy("ts_parsed", "impression_id")
+    # every clean impression of ds is in this partition: its rank within (user, ad) is the day's earlier
+    # exposures, as the spec defines them (ordered on the parsed ts)
+    exposure_order = ["ts_parsed" if c == "ts" else c for c in EXPOSURES_ORDER]
+    exposures = Window.partitionBy(*EXPOSURES_KEYS).orderBy(*exposure_order)
     row_columns = [
         "impression_id", "request_id", F.col("ts_parsed").alias("ts"), "user_id", "ad_id", "advertiser_id",
         "campaign_id", "placement", "position", "device", "os", "country", "bid",

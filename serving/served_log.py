@@ -1,11 +1,11 @@
 """The log of served impressions: one JSON line per impression, with the exact features it was scored on.
 
 Lines go to ``$PCTR_HOME/serving/served/dt=<UTC date>/<pid>.jsonl``: one file per process, so
-replicas and restarts never interleave writes. The fields follow the raw impression schema
-(``impression_id, request_id, ts, user_id, ad_id, advertiser_id, campaign_id, placement, position,
-device, os, country, bid, model_version, pctr_served, served_features``) so the same readers take
-both; ``served_features`` maps every spec feature to the value the ranker saw (``position`` there is
-the default slot the model scored with, while the top-level ``position`` is the slot served).
+replicas and restarts never interleave writes. A record (``served_record``) holds the fields of the
+raw impression schema (``core.raw_logs``) in its order, so the same readers take both, then what only
+serving knows (price, exploration, bundle), then ``served_features``: every spec feature with the
+value the ranker saw (``position`` there is the default slot the model scored with, while the
+top-level ``position`` is the slot served).
 """
 
 from __future__ import annotations
@@ -14,9 +14,20 @@ import datetime as dt
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from core.raw_logs import IMPRESSION_KEYS, SERVED_FEATURES
+
+
+def served_record(fields: Mapping[str, Any], served_features: Mapping[str, Any], **serving: Any) -> dict[str, Any]:
+    """One served impression as a log record: the schema fields, the serving-only ``serving`` ones, the features.
+
+    ``fields`` must hold every field of the raw impression schema (a ``KeyError`` names the first
+    missing), so a field added to the schema cannot silently go missing from the served log.
+    """
+    return {**{key: fields[key] for key in IMPRESSION_KEYS}, **serving, SERVED_FEATURES: served_features}
 
 
 class ServedLog:

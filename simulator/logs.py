@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from core.config import PctrConfig
 from core.layout import Layout, ds_range, parse_ds
+from core.raw_logs import IMPRESSION_RECORD_KEYS, SERVED_FEATURES
 from simulator import world as sw
 
 FAULT_KINDS = ("malformed", "duplicate", "orphan_click", "out_of_range")
@@ -43,10 +44,6 @@ CONVERSION_RATE = 0.05
 CONVERSION_CAP_MS = 72 * 3_600_000
 _TAG_DAY, _TAG_FAULT = 3, 4
 _TS_US = pa.timestamp("us", tz="UTC")
-_IMPRESSION_KEYS = (
-    "impression_id", "request_id", "ts", "user_id", "ad_id", "advertiser_id", "campaign_id", "placement",
-    "position", "device", "os", "country", "bid", "model_version", "pctr_served", "served_features",
-)  # fmt: skip
 
 
 @dataclass
@@ -186,9 +183,9 @@ def _impression_frame(world: sw.World, log: DayLog, rows: slice, bid: np.ndarray
         "bid": bid[rows],
         "model_version": MODEL_VERSION,
         "pctr_served": log.pctr_served[rows],
-        "served_features": None,
+        SERVED_FEATURES: None,
     }
-    return pd.DataFrame(columns, columns=list(_IMPRESSION_KEYS))
+    return pd.DataFrame(columns, columns=list(IMPRESSION_RECORD_KEYS))
 
 
 def _iso(ms: np.ndarray) -> np.ndarray:

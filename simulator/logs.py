@@ -15,10 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import math
-import os
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -31,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.config import PctrConfig
+from core.io import write_atomic
 from core.layout import Layout, ds_range, parse_ds
 from core.raw_logs import IMPRESSION_RECORD_KEYS, SERVED_FEATURES
 from simulator import world as sw
@@ -408,24 +406,11 @@ def _write_users(layout: Layout, world: sw.World, ds: str) -> None:
     _write_parquet(layout.catalog("users") / f"dt={ds}" / "part-0.parquet", table)
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Write via a temp file in the same directory and rename, so readers never see a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_gzip_lines(path: Path, lines: np.ndarray) -> None:
     text = "\n".join(lines) + "\n" if len(lines) else ""
     data = gzip.compress(text.encode(), compresslevel=1, mtime=0)  # mtime=0: reruns are byte-identical
-    _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+    write_atomic(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:
-    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))

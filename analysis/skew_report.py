@@ -5,15 +5,16 @@ with ``served_features``, the exact ranker inputs) the report recomputes what th
 have held for the same impression and counts, per spec feature, the rows that differ:
 
 - batch features: the point-in-time value from Feast's offline store for the impression's user, ad,
-  advertiser and (user, category) at the impression's ``ts`` (``get_historical_features``, the call
-  the training set makes), spec default where Feast has none (what serving fills for an unknown
-  entity); the category is the served ``ad_category``, the key serving looked the pair up with;
+  advertiser and (user, category) at the impression's ``ts`` (``get_historical_features`` of the
+  ``ranker_v1`` service's features, the call the training set makes), spec default where Feast has
+  none (what serving fills for an unknown entity); the category is the served ``ad_category``, the
+  key serving looked the pair up with;
 - request features: recomputed from the record's own request fields: ``hour`` from ``ts`` (UTC),
   ``position`` as ``cfg.serving.default_position`` (the slot the ranker scores every ad at; the
   top-level ``position`` is the slot served), ``user_ad_impressions_today`` as the user's earlier
-  impressions of the ad in the day's served log (what the join counts from the impression log; a
-  service restarted mid-day, or several replicas, each counting only their own, show up here),
-  the ids and context fields from the record.
+  impressions of the ad in the day's served log (counted as the spec defines it, as the join counts
+  it from the impression log; a service restarted mid-day, or several replicas, each counting only
+  their own, show up here), the ids and context fields from the record.
 
 Numbers match within a relative tolerance (float32 round trips), strings exactly.
 
@@ -39,12 +40,16 @@ import numpy as np
 from core.config import PctrConfig
 from core.io import Stats, write_stats
 from core.layout import Layout
+from core.raw_logs import SERVED_FEATURES
 from models.features import (
     CATEGORY_FEATURE,
     CATEGORY_KEY,
     EXPOSURES_FEATURE,
+    EXPOSURES_KEYS,
+    EXPOSURES_ORDER,
     FEAST_ENTITIES,
     FEATURES,
+    RANKER_SERVICE,
     Feature,
     batch_features,
 )
@@ -88,7 +93,7 @@ def read_served_log(cfg: PctrConfig, ds: str) -> tuple[pd.DataFrame, int]:
                 except json.JSONDecodeError:
                     malformed += 1
                     continue
-                if isinstance(record, dict) and isinstance(record.get("served_features"), dict) and "ts" in record:
+                if isinstance(record, dict) and isinstance(record.get(SERVED_FEATURES), dict) and "ts" in record:
                     records.append(record)
                 else:
                     malformed += 1
@@ -104,10 +109,10 @@ def offline_batch_values(cfg: PctrConfig, log: pd.DataFrame) -> pd.DataFrame:
     """Feast's point-in-time batch features for each served row (same order; nulls where Feast has none)."""
     import pandas as pd
 
-    from feature_repo.definitions import view_name
+    from feature_repo.definitions import service_refs
     from feature_repo.store import feature_store
 
-    log = log.assign(**{CATEGORY_KEY: log["served_features"].map(lambda served: served.get(CATEGORY_FEATURE))})
+    log = log.assign(**{CATEGORY_KEY: log[SERVED_FEATURES].map(lambda served: served.get(CATEGORY_FEATURE))})
 
     def key(name: str) -> pd.Series:
         values = log[name] if name in log else pd.Series(None, index=log.index, dtype=object)
@@ -115,7 +120,7 @@ def offline_batch_values(cfg: PctrConfig, log: pd.DataFrame) -> pd.DataFrame:
 
     entity_df = pd.DataFrame({"_row": np.arange(len(log)), **{k: key(k) for k in FEAST_ENTITIES.values()}})
     entity_df["event_timestamp"] = log["ts"].to_numpy()
-    refs = [f"{view_name(f.entity)}:{f.name}" for f in batch_features()]  # type: ignore[arg-type]
+    refs = service_refs(RANKER_SERVICE)  # every batch feature of the spec
     found = feature_store(cfg).get_historical_features(entity_df=entity_df, features=refs).to_df()
     if len(found) != len(entity_df):
         raise RuntimeError(f"Feast returned {len(found)} rows for {len(entity_df)} served impressions")
@@ -137,8 +142,8 @@ def expected_values(cfg: PctrConfig, log: pd.DataFrame, offline: pd.DataFrame) -
         elif f.name == "position":
             expected[f.name] = cfg.serving.default_position
         elif f.name == EXPOSURES_FEATURE:  # the user's earlier impressions of the ad in the day's served log
-            order = log.sort_values(["ts", "impression_id"]).index  # the join's order of a day's impressions
-            expected[f.name] = log.loc[order].groupby(["user_id", "ad_id"]).cumcount().reindex(log.index)
+            order = log.sort_values(list(EXPOSURES_ORDER)).index  # the spec's order of a day's impressions
+            expected[f.name] = log.loc[order].groupby(list(EXPOSURES_KEYS)).cumcount().reindex(log.index)
         else:
             expected[f.name] = log[f.name] if f.name in log else None
     return fill_defaults(expected, FEATURES)
@@ -168,7 +173,7 @@ def compare(cfg: PctrConfig, log: pd.DataFrame, offline: pd.DataFrame) -> dict[s
     import pandas as pd
 
     names = [f.name for f in FEATURES]
-    served = pd.DataFrame.from_records(log["served_features"].tolist(), columns=names).astype(object)
+    served = pd.DataFrame.from_records(log[SERVED_FEATURES].tolist(), columns=names).astype(object)
     served = served.where(served.notna(), None)
     expected = expected_values(cfg, log, offline)
     out: dict[str, dict[str, Any]] = {}

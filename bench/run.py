@@ -206,7 +206,7 @@ def _step(measured: dict[str, Any], **details: Any) -> dict[str, Any]:
 def bench_historical(cfg: PctrConfig, entities: Any) -> dict[str, Any]:
     """Rows/s of Feast's ``get_historical_features`` (service ranker_v1) per offline store."""
     from feature_repo.store import feature_store
-    from jobs.training_set import RANKER_SERVICE
+    from models.features import RANKER_SERVICE
 
     out: dict[str, Any] = {"entity_rows": len(entities)}
     for offline in ("file", "duckdb", "spark"):
@@ -224,10 +224,9 @@ def bench_historical(cfg: PctrConfig, entities: Any) -> dict[str, Any]:
 def bench_feature_store(cfg: PctrConfig, ds: str, max_rows: int = 20_000, calls: int = 200) -> dict[str, Any]:
     """Feast: historical retrieval rows/s per offline store, online read latency per online store."""
     from core.layout import Layout, day_bounds
-    from feature_repo.definitions import view_name
+    from feature_repo.definitions import view_refs
     from feature_repo.store import feature_store
     from jobs.training_set import entity_rows, split_days
-    from models.features import batch_features
 
     layout = Layout(cfg.home)
     kind, days = split_days(cfg, ds)["train"]
@@ -236,8 +235,7 @@ def bench_feature_store(cfg: PctrConfig, ds: str, max_rows: int = 20_000, calls:
 
     users = entities["user_id"].drop_duplicates().head(calls).tolist()
     ads = entities["ad_id"].drop_duplicates().head(1000).tolist()
-    user_refs = [f"{view_name('user')}:{f.name}" for f in batch_features("user")]
-    ad_refs = [f"{view_name('ad')}:{f.name}" for f in batch_features("ad")]
+    user_refs, ad_refs = view_refs("user"), view_refs("ad")
     for online in ("sqlite", "redis"):
         variant = cfg.model_copy(deep=True)
         variant.features.online_store = online

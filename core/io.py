@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,19 +15,29 @@ from typing import Any
 Stats = dict[str, Any]
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a small file so readers see either the old or the new content, never a torn one."""
+def write_atomic(path: Path, write: Callable[[str], None]) -> None:
+    """Write ``path`` by ``write(a temporary path)`` beside it, then a rename: readers never see a torn file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small file so readers see either the old or the new content, never a torn one (synced to disk)."""
+
+    def synced(tmp: str) -> None:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    write_atomic(path, synced)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -1,4 +1,9 @@
-"""The raw-log schema (the fields of impression and click records) and the reader of raw JSON lines."""
+"""The raw-log schema (the fields of impression and click records) and the reader of raw JSON lines.
+
+The impression schema is defined here once: the join reads it (``IMPRESSION_FIELDS``), the simulator
+writes its JSON lines with these keys in this order (``IMPRESSION_RECORD_KEYS``), and the service's
+served log (``serving.served_log``) writes the same fields, so the same readers take both.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,12 @@ IMPRESSION_FIELDS: tuple[tuple[str, str], ...] = (
     ("model_version", "string"),
     ("pctr_served", "double"),
 )
+IMPRESSION_KEYS: tuple[str, ...] = tuple(name for name, _ in IMPRESSION_FIELDS)
+# The features the ranker scored an impression with (a JSON object), after the schema fields of a record:
+# null in a log written without the ranker (the simulator's legacy server). The join does not read it.
+SERVED_FEATURES = "served_features"
+# The keys of an impression record, in the order they are written.
+IMPRESSION_RECORD_KEYS: tuple[str, ...] = (*IMPRESSION_KEYS, SERVED_FEATURES)
 CLICK_FIELDS: tuple[tuple[str, str], ...] = (("impression_id", "string"), ("ts", "string"))
 REQUIRED_IMPRESSION = ("impression_id", "ts", "user_id", "ad_id", "advertiser_id", "position", "bid")
 

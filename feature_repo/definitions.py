@@ -16,12 +16,23 @@ from feast.types import Float32, Float64, Int64, String
 from feast.value_type import ValueType
 
 from models.features import ENTITIES, FEAST_ENTITIES, FEATURE_SERVICES, batch_features
+from models.features import Entity as SpecEntity
 
 FEAST_TYPES = {"string": String, "int64": Int64, "float32": Float32, "float64": Float64}
 
 
 def view_name(entity: str) -> str:
     return f"{entity}_features"
+
+
+def view_refs(entity: SpecEntity) -> list[str]:
+    """Feast's references (``view:feature``) to every feature of an entity's view, in spec order."""
+    return [f"{view_name(entity)}:{f.name}" for f in batch_features(entity)]
+
+
+def service_refs(service: str) -> list[str]:
+    """The feature references of a feature service (``ranker_v1``...): its views' in service order, as it is built."""
+    return [ref for entity in FEATURE_SERVICES[service] for ref in view_refs(entity)]
 
 
 def _source(name: str, path: str, offline_store: str) -> DataSource:

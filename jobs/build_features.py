@@ -32,6 +32,7 @@ from models.features import (
     FEATURE_ENTITIES,
     Entity,
     batch_features,
+    stat_name,
 )
 
 if TYPE_CHECKING:
@@ -88,8 +89,8 @@ def _windowed(spark: SparkSession, layout: Layout, entity: Entity, ds: str, done
     for w in spec.windows:
         in_window = F.col("age_days") < w
         aggs += [
-            F.sum(F.when(in_window, F.col("impressions")).otherwise(0.0)).alias(f"{entity}_impressions_{w}d"),
-            F.sum(F.when(in_window, F.col("clicks")).otherwise(0.0)).alias(f"{entity}_clicks_{w}d"),
+            F.sum(F.when(in_window, F.col("impressions")).otherwise(0.0)).alias(stat_name(entity, "impressions", w)),
+            F.sum(F.when(in_window, F.col("clicks")).otherwise(0.0)).alias(stat_name(entity, "clicks", w)),
         ]
     stats = daily.groupBy(*spec.keys).agg(*aggs)
     if spec.ctr_prior is None:
@@ -101,14 +102,14 @@ def _windowed(spark: SparkSession, layout: Layout, entity: Entity, ds: str, done
     else:
         # the prior entity is active whenever this one is (its keys are a subset): the join always matches
         keys = list(ENTITIES[spec.ctr_prior].keys)
-        ctrs = [F.col(f"{spec.ctr_prior}_ctr_{w}d").alias(f"_prior_{w}") for w in spec.windows]
+        ctrs = [F.col(stat_name(spec.ctr_prior, "ctr", w)).alias(f"_prior_{w}") for w in spec.windows]
         stats = stats.join(done[spec.ctr_prior].select(*keys, *ctrs), keys, "left")
         prior = {w: F.col(f"_prior_{w}") for w in spec.windows}
     for w in spec.windows:
         stats = stats.withColumn(
-            f"{entity}_ctr_{w}d",
-            (F.col(f"{entity}_clicks_{w}d") + F.lit(CTR_PRIOR_IMPRESSIONS) * prior[w])
-            / (F.col(f"{entity}_impressions_{w}d") + F.lit(CTR_PRIOR_IMPRESSIONS)),
+            stat_name(entity, "ctr", w),
+            (F.col(stat_name(entity, "clicks", w)) + F.lit(CTR_PRIOR_IMPRESSIONS) * prior[w])
+            / (F.col(stat_name(entity, "impressions", w)) + F.lit(CTR_PRIOR_IMPRESSIONS)),
         )
     return stats.drop(*[f"_prior_{w}" for w in spec.windows])
 

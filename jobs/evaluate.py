@@ -14,6 +14,7 @@ from core.config import PctrConfig
 from core.io import Stats, read_json, write_stats
 from core.layout import Layout, calibrator_path, evaluation_dir, ranker_dir
 from jobs.training_set import load_split
+from models.features import stat_name
 
 SUMMARY_METRICS = ("auc", "logloss", "normalized_entropy", "ece", "oe_ratio")
 
@@ -21,7 +22,7 @@ SUMMARY_METRICS = ("auc", "logloss", "normalized_entropy", "ece", "oe_ratio")
 def segments(holdout: Any) -> dict[str, np.ndarray]:
     """Segments that hide problems in the aggregate: cold users and ads, placements, creative types."""
     return {
-        "user": np.where(holdout["user_impressions_30d"].to_numpy() <= 0, "new", "returning"),
+        "user": np.where(holdout[stat_name("user", "impressions", 30)].to_numpy() <= 0, "new", "returning"),
         "ad": np.where(holdout["ad_age_days"].to_numpy() < 1.0, "new", "established"),
         "placement": holdout["placement"].to_numpy(),
         "creative_type": holdout["ad_creative_type"].to_numpy(),

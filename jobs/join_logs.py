@@ -16,23 +16,24 @@ import datetime as dt
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.config import PctrConfig
 from core.io import Stats, staged_dir, write_stats
 from core.layout import Layout, day_bounds, shift_ds
 from core.raw_logs import CLICK_FIELDS, IMPRESSION_FIELDS, REQUIRED_IMPRESSION, all_of, read_raw_events
 from core.spark import spark_session
-from models.features import EXPOSURES_FEATURE
+from models.features import EXPOSURES_FEATURE, EXPOSURES_KEYS, EXPOSURES_ORDER
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import Column, DataFrame, SparkSession
 
-OUTPUT_COLUMNS = (
+# the columns of a labelled row: of the eval sample, and of the joined rows before their sampling weight
+ROW_COLUMNS = (
     "impression_id", "request_id", "ts", "user_id", "ad_id", "advertiser_id", "campaign_id",
     "placement", "position", "device", "os", "country", "bid", "hour", EXPOSURES_FEATURE, "label", "click_ts",
-    "neg_rate", "weight",
 )  # fmt: skip
+OUTPUT_COLUMNS = (*ROW_COLUMNS, "neg_rate", "weight")
 # the un-downsampled labelled log: what the feature job counts impressions and clicks from
 LABELLED_COLUMNS = ("impression_id", "ts", "user_id", "ad_id", "advertiser_id", "label")
 QUARANTINE_COLUMNS = ("event", "reason", "impression_id", "raw")
@@ -65,32 +66,71 @@ def _quarantine(df: DataFrame, event: str, reason: Column) -> DataFrame:
 
 def run(cfg: PctrConfig, ds: str) -> Stats:
     """Join the impressions of ``ds`` with their clicks, quarantine bad records, label and downsample."""
-    from pyspark import StorageLevel
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    # cached frames carry the raw lines (for the quarantine): serialized, spilling to disk, they fit a
-    # 10M-impression day in local mode
-    serialized = StorageLevel.MEMORY_AND_DISK
     started = time.time()
     layout = Layout(cfg.home)
     spark = spark_session(cfg)
-    window_h = cfg.join.attribution_window_hours
-    start, end = day_bounds(ds)
-    label_until = end + dt.timedelta(hours=window_h)
-    days_ahead = math.ceil(window_h / 24)
+    imp_paths = _input_paths(layout, ds, cfg.join.attribution_window_hours)
 
+    imps = _parsed_impressions(spark, cfg, imp_paths, ds)
+    valid = _persist(_mark_later_copies(imps.where(F.col("reason").isNull())))
+    clean = valid.where(F.col("reason").isNull())
+    clicks = _parsed_clicks(spark, layout, ds, cfg.join.attribution_window_hours)
+    rows = _persist(_sampled_rows(cfg, _labelled(clean, clicks, cfg.join.attribution_window_hours)))
+    joined, eval_sample, labelled_log = _outputs(cfg, rows)
+    arrived = _arrived_clicks(spark, layout, ds, clicks, clean)
+    quarantine = _quarantine(imps.where(F.col("reason").isNotNull()), "impression", F.col("reason"))
+    quarantine = quarantine.unionByName(
+        _quarantine(valid.where(F.col("reason").isNotNull()), "impression", F.col("reason"))
+    ).unionByName(_quarantine(arrived.where(F.col("reason").isNotNull()), "click", F.col("reason")))
+
+    # the quarantine and the labelled log first: the counts read them back from the files written
+    _write_partition(layout.quarantine(ds), quarantine, partitions=1)
+    _write_partition(layout.labelled(ds), labelled_log, partitions=2)
+    counts = _counts(spark, layout, ds, imps=imps, valid=valid, rows=rows, arrived=arrived)
+    _write_partition(layout.eval_sample(ds), eval_sample, partitions=2)
+    stats = _stats(ds, cfg, layout, checksum=_checksum(joined), seconds=time.time() - started, **counts)
+    _write_partition(layout.joined(ds), joined, partitions=4, stats=stats)
+    for df in (imps, valid, clicks, rows, arrived):
+        df.unpersist()
+    return stats
+
+
+def _persist(df: DataFrame) -> DataFrame:
+    """Cache a frame that several actions read.
+
+    Cached frames carry the raw lines (for the quarantine): serialized, spilling to disk, they fit a
+    10M-impression day in local mode.
+    """
+    from pyspark import StorageLevel
+
+    return df.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def _input_paths(layout: Layout, ds: str, window_h: int) -> list[str]:
+    """The impression paths of ds; fails early when they are missing or when ds cannot be closed yet.
+
+    A day can only be closed once the click partitions up to the end of its attribution window exist.
+    """
     imp_paths = _existing([str(layout.raw("impressions", ds))])
     if not imp_paths:
         raise FileNotFoundError(f"no impressions for ds={ds} under {layout.raw('impressions')}")
-    last_click_day = shift_ds(ds, days_ahead)
+    label_until = day_bounds(ds)[1] + dt.timedelta(hours=window_h)
+    last_click_day = shift_ds(ds, math.ceil(window_h / 24))
     if not layout.raw("clicks", last_click_day).exists():
         raise FileNotFoundError(
             f"ds={ds} cannot be closed yet: clicks up to {label_until.isoformat()} are needed "
             f"(partition {layout.raw('clicks', last_click_day)} is missing)"
         )
+    return imp_paths
 
-    # ---- impressions
+
+def _parsed_impressions(spark: SparkSession, cfg: PctrConfig, imp_paths: list[str], ds: str) -> DataFrame:
+    """Every impression line of ds, with ``reason`` set where it is malformed, incomplete or out of range (cached)."""
+    from pyspark.sql import functions as F
+
+    start, end = day_bounds(ds)
     imps = (
         read_raw_events(spark, imp_paths, IMPRESSION_FIELDS)
         .withColumn("ts_parsed", F.to_timestamp("ts"))
@@ -105,28 +145,45 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         | (F.col("ts_parsed") < F.lit(start))
         | (F.col("ts_parsed") >= F.lit(end))
     )
-    imps = imps.withColumn(
-        "reason",
-        F.when(F.col("parse_error").isNotNull(), F.col("parse_error"))
-        .when(missing_required, "schema_violation")
-        .when(out_of_range, "out_of_range"),
-    ).persist(serialized)  # parsed once: the costliest step
-    valid = _mark_later_copies(imps.where(F.col("reason").isNull())).persist(serialized)
-    clean = valid.where(F.col("reason").isNull())
+    return _persist(  # parsed once: the costliest step
+        imps.withColumn(
+            "reason",
+            F.when(F.col("parse_error").isNotNull(), F.col("parse_error"))
+            .when(missing_required, "schema_violation")
+            .when(out_of_range, "out_of_range"),
+        )
+    )
 
-    # ---- clicks: those that arrived on ds are accounted here; those up to the window's end label rows
-    click_days = [shift_ds(ds, d) for d in range(-1, days_ahead + 1)]
+
+def _parsed_clicks(spark: SparkSession, layout: Layout, ds: str, window_h: int) -> DataFrame:
+    """Click lines from the day before ds to the end of its attribution window, ``reason`` set on bad ones (cached).
+
+    Those that arrived on ds are accounted here; those up to the window's end label rows.
+    """
+    from pyspark.sql import functions as F
+
+    click_days = [shift_ds(ds, d) for d in range(-1, math.ceil(window_h / 24) + 1)]
     click_paths = _existing([str(layout.raw("clicks", d)) for d in click_days])
     clicks = read_raw_events(spark, click_paths, CLICK_FIELDS).withColumn("click_ts", F.to_timestamp("ts"))
-    clicks = clicks.withColumn(
-        "reason",
-        F.when(F.col("parse_error").isNotNull(), F.col("parse_error")).when(
-            F.col("impression_id").isNull() | F.col("click_ts").isNull(), "schema_violation"
-        ),
-    ).persist(serialized)
+    return _persist(
+        clicks.withColumn(
+            "reason",
+            F.when(F.col("parse_error").isNotNull(), F.col("parse_error")).when(
+                F.col("impression_id").isNull() | F.col("click_ts").isNull(), "schema_violation"
+            ),
+        )
+    )
+
+
+def _labelled(clean: DataFrame, clicks: DataFrame, window_h: int) -> DataFrame:
+    """Clean impressions with ``label`` 1 where their first good click came within the attribution window.
+
+    ``click_ts`` is kept only on positives.
+    """
+    from pyspark.sql import functions as F
+
     good_clicks = clicks.where(F.col("reason").isNull())
     first_click = good_clicks.groupBy("impression_id").agg(F.min("click_ts").alias("click_ts"))
-
     labelled = clean.join(first_click, "impression_id", "left").withColumn(
         "label",
         (
@@ -135,20 +192,34 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
             & (F.col("click_ts") <= F.col("ts_parsed") + F.expr(f"INTERVAL {window_h} HOURS"))
         ).cast("int"),
     )
-    labelled = labelled.withColumn("click_ts", F.when(F.col("label") == 1, F.col("click_ts")))
-    # every clean impression of ds is in this partition: its rank within (user, ad) is the day's earlier exposures
-    exposures = Window.partitionBy("user_id", "ad_id").orderBy("ts_parsed", "impression_id")
-    row_columns = [
-        "impression_id", "request_id", F.col("ts_parsed").alias("ts"), "user_id", "ad_id", "advertiser_id",
-        "campaign_id", "placement", "position", "device", "os", "country", "bid",
-        F.hour("ts_parsed").cast("long").alias("hour"),
-        (F.row_number().over(exposures) - 1).cast("long").alias(EXPOSURES_FEATURE), "label", "click_ts",
-    ]  # fmt: skip
-    rows = labelled.select(
-        *row_columns,
+    return labelled.withColumn("click_ts", F.when(F.col("label") == 1, F.col("click_ts")))
+
+
+def _sampled_rows(cfg: PctrConfig, labelled: DataFrame) -> DataFrame:
+    """The ``ROW_COLUMNS`` of every labelled impression, with ``kept`` (downsampling) and ``in_eval`` flags."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    # every clean impression of ds is in this partition: its rank within (user, ad) is the day's earlier
+    # exposures, as the spec defines them (ordered on the parsed ts)
+    exposure_order = ["ts_parsed" if c == "ts" else c for c in EXPOSURES_ORDER]
+    exposures = Window.partitionBy(*EXPOSURES_KEYS).orderBy(*exposure_order)
+    computed = {
+        "ts": F.col("ts_parsed").alias("ts"),
+        "hour": F.hour("ts_parsed").cast("long").alias("hour"),
+        EXPOSURES_FEATURE: (F.row_number().over(exposures) - 1).cast("long").alias(EXPOSURES_FEATURE),
+    }
+    return labelled.select(
+        *[computed.get(c, c) for c in ROW_COLUMNS],
         ((F.col("label") == 1) | (_hash_fraction("impression_id", "neg") < cfg.join.neg_rate)).alias("kept"),
         (_hash_fraction("impression_id", "eval") < cfg.join.eval_sample_rate).alias("in_eval"),
-    ).persist(serialized)
+    )
+
+
+def _outputs(cfg: PctrConfig, rows: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """The joined (downsampled, weighted) rows, the un-downsampled eval sample and the labelled log."""
+    from pyspark.sql import functions as F
+
     row_names = [c for c in rows.columns if c not in ("kept", "in_eval")]
     joined = rows.where("kept").select(
         *row_names,
@@ -156,9 +227,17 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         F.when(F.col("label") == 1, 1.0).otherwise(1.0 / cfg.join.neg_rate).alias("weight"),
     )
     eval_sample = rows.where("in_eval").select(*row_names)
-    labelled_log = rows.select(*LABELLED_COLUMNS)
+    return joined, eval_sample, rows.select(*LABELLED_COLUMNS)
 
-    # accounting of the clicks that arrived on ds: orphans match no impression of ds-1 or ds
+
+def _arrived_clicks(spark: SparkSession, layout: Layout, ds: str, clicks: DataFrame, clean: DataFrame) -> DataFrame:
+    """The clicks that arrived on ds, ``reason`` also set on orphans and later copies (cached): their accounting.
+
+    Orphans match no impression of ds-1 or ds.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
     arrived = clicks.where(F.col("source_file").contains(f"/dt={ds}/"))
     known_ids = clean.select("impression_id")
     prev_imps = layout.raw("impressions", shift_ds(ds, -1))
@@ -173,7 +252,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     arrived_ids = arrived.select("impression_id").where(F.col("impression_id").isNotNull())
     known_ids = known_ids.join(arrived_ids, "impression_id", "left_semi").distinct().withColumn("known", F.lit(True))
     click_rank = Window.partitionBy("impression_id").orderBy("click_ts", "source_file", "raw")
-    arrived = (
+    return _persist(
         arrived.join(known_ids, "impression_id", "left")
         .withColumn("rank", F.when(F.col("reason").isNull(), F.row_number().over(click_rank)))
         .withColumn(
@@ -182,19 +261,21 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
             .when(F.col("known").isNull(), "orphan_click")
             .when(F.col("rank") > 1, "duplicate_click"),
         )
-        .persist(serialized)
     )
 
-    quarantine = _quarantine(imps.where(F.col("reason").isNotNull()), "impression", F.col("reason"))
-    quarantine = quarantine.unionByName(
-        _quarantine(valid.where(F.col("reason").isNotNull()), "impression", F.col("reason"))
-    ).unionByName(_quarantine(arrived.where(F.col("reason").isNotNull()), "click", F.col("reason")))
 
-    _write_partition(layout.quarantine(ds), quarantine, partitions=1)
-    _write_partition(layout.labelled(ds), labelled_log, partitions=2)
-    # Each side of the accounting is counted on its own: inputs on the cached frames, the quarantine
-    # from the files written, kept and downsampled rows separately. A record lost or counted twice
-    # anywhere breaks an equation in ``_stats``.
+def _counts(
+    spark: SparkSession, layout: Layout, ds: str, *, imps: DataFrame, valid: DataFrame, rows: DataFrame,
+    arrived: DataFrame,
+) -> dict[str, Any]:  # fmt: skip
+    """The bucket counts that ``_stats`` reconciles (run after the quarantine and labelled log are written).
+
+    Each side of the accounting is counted on its own: inputs on the cached frames, the quarantine
+    from the files written, kept and downsampled rows separately. A record lost or counted twice
+    anywhere breaks an equation in ``_stats``.
+    """
+    from pyspark.sql import functions as F
+
     written = spark.read.parquet(str(layout.quarantine(ds) / "data")).groupBy("event", "reason").count().collect()
     kept = rows.agg(
         F.sum(F.col("kept").cast("long")).alias("n_out"),
@@ -202,7 +283,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         F.sum((F.col("kept") & (F.col("label") == 1)).cast("long")).alias("positives"),
         F.sum(F.col("in_eval").cast("long")).alias("eval_rows"),
     ).first()
-    counts = {
+    return {
         "n_imps": imps.count(),
         "n_clean": valid.where(F.col("reason").isNull()).count(),
         "n_out": kept["n_out"] or 0,
@@ -214,12 +295,6 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         "q_counts": {f"{r['event']}:{r['reason']}": r["count"] for r in written},
         "labelled_rows": spark.read.parquet(str(layout.labelled(ds) / "data")).count(),
     }
-    _write_partition(layout.eval_sample(ds), eval_sample, partitions=2)
-    stats = _stats(ds, cfg, layout, checksum=_checksum(joined), seconds=time.time() - started, **counts)
-    _write_partition(layout.joined(ds), joined, partitions=4, stats=stats)
-    for df in (imps, valid, clicks, rows, arrived):
-        df.unpersist()
-    return stats
 
 
 def _mark_later_copies(imps: DataFrame) -> DataFrame:

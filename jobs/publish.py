@@ -11,7 +11,8 @@ from core.config import PctrConfig
 from core.io import Stats, read_json, staged_dir, write_json_atomic, write_stats, write_text_atomic
 from core.layout import Layout, calibrator_path, ranker_dir, retrieval_dir
 from jobs.evaluate import load_evaluation
-from jobs.training_set import RANKER_SERVICE, split_days
+from jobs.training_set import split_days
+from models.features import RANKER_SERVICE
 
 
 def run(cfg: PctrConfig, ds: str) -> Stats:

@@ -20,14 +20,20 @@ from core.config import PctrConfig
 from core.io import Stats, read_json, staged_dir, write_json_atomic, write_stats
 from core.layout import FEATURE_STATS, Layout, shift_ds
 from feature_repo.store import feature_store
-from models.features import BY_NAME, CATEGORY_FEATURE, CATEGORY_KEY, MODEL_FEATURES, request_features
+from models.features import (
+    BY_NAME,
+    CATEGORY_FEATURE,
+    CATEGORY_KEY,
+    MODEL_FEATURES,
+    RANKER_SERVICE,
+    request_features,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from models.inputs import FeatureStats
 
-RANKER_SERVICE = "ranker_v1"
 LABEL_COLUMNS = ("impression_id", "ts", "label", "weight", "neg_rate")
 # Rows per Parquet row group of a split: what a training reader holds at once, and the unit of its sharding
 # (a small split still gets MIN_ROW_GROUPS, so that every Horovod rank has some).

@@ -22,7 +22,7 @@ from core.io import Stats, read_json, write_stats
 from core.layout import Layout, shift_ds
 from core.raw_logs import IMPRESSION_FIELDS, read_raw_events
 from core.spark import spark_session
-from jobs.join_logs import OUTPUT_COLUMNS
+from jobs.join_logs import OUTPUT_COLUMNS, ROW_COLUMNS
 
 if TYPE_CHECKING:
     from great_expectations.data_context import AbstractDataContext
@@ -33,7 +33,7 @@ Stage = Literal["raw", "joined"]
 DATASOURCE = "pctr_spark"
 BATCH_DEFINITION = "whole_dataframe"
 RAW_COLUMNS = ("impression_id", "ts", "user_id", "ad_id", "bid", "position", "parse_error")
-EVAL_COLUMNS = tuple(c for c in OUTPUT_COLUMNS if c not in ("neg_rate", "weight"))
+EVAL_COLUMNS = ROW_COLUMNS  # the eval sample is not downsampled: no sampling weight
 # how many standard errors of the eval-sample CTR the positive-share band allows for sampling noise
 CTR_SIGMAS = 3.0
 

@@ -25,9 +25,15 @@ CATEGORY_KEY = "category"
 CATEGORY_FEATURE = "ad_category"
 BID_FEATURE = "ad_bid"
 # How often the user was shown the ad earlier the same UTC day (ad fatigue: a repeat is clicked less).
-# The join counts it from the impression log; the service reads the same count from the frequency
-# cap's counters.
+# Its one definition: the day's impressions with the same ``EXPOSURES_KEYS`` that come before this one
+# in ``EXPOSURES_ORDER`` (time, then id: ties in time are broken the same way everywhere). Each engine
+# counts it so: the join (Spark, a row number over the day's impression log), the skew report (pandas,
+# over the day's served log) and the service (the frequency cap's counters of the day, which take the
+# impressions in the order they are served; one request's impressions share a time but are of distinct
+# ads, so its ties never change a count).
 EXPOSURES_FEATURE = "user_ad_impressions_today"
+EXPOSURES_KEYS = ("user_id", "ad_id")
+EXPOSURES_ORDER = ("ts", "impression_id")
 
 
 @dataclass(frozen=True)
@@ -187,8 +193,10 @@ def numeric_features() -> list[Feature]:
     return [f for f in MODEL_FEATURES if not f.categorical]
 
 
-# Feast feature services: the versioned feature sets each model is trained and served with.
-FEATURE_SERVICES: dict[str, tuple[str, ...]] = {
-    "ranker_v1": ("user", "ad", "advertiser", "user_category"),
-    "retrieval_v1": ("user", "ad"),
+# Feast feature services: the versioned feature sets each model is trained and served with (by entity views).
+RANKER_SERVICE = "ranker_v1"
+RETRIEVAL_SERVICE = "retrieval_v1"
+FEATURE_SERVICES: dict[str, tuple[Entity, ...]] = {
+    RANKER_SERVICE: ("user", "ad", "advertiser", "user_category"),
+    RETRIEVAL_SERVICE: ("user", "ad"),
 }

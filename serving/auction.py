@@ -104,7 +104,8 @@ def explore(
 class FrequencyCap:
     """Impressions per (user, ad) served by this process today (UTC); an ad is capped at ``cap`` of them.
 
-    The counts are also the ranker's ``user_ad_impressions_today`` feature (ad fatigue).
+    The counts are also the ranker's ``user_ad_impressions_today`` feature (ad fatigue), as the spec
+    defines it (``models.features.EXPOSURES_FEATURE``): the day's earlier impressions of the (user, ad).
 
     In-process only: with several replicas a user can see an ad up to ``cap`` times per replica.
     Counters restart each day, which also bounds their memory. Thread-safe, but checking and

@@ -49,11 +49,11 @@ class OnlineFeatures:
     """
 
     def __init__(self, store: Any) -> None:
-        from feature_repo.definitions import view_name
+        from feature_repo.definitions import view_refs
 
         self._store = store
-        self._user_refs = [f"{view_name('user')}:{f.name}" for f in USER_BATCH]
-        self._pair_refs = [f"{view_name('user_category')}:{f.name}" for f in PAIR_BATCH]
+        self._user_refs = view_refs("user")
+        self._pair_refs = view_refs("user_category")
         # Feast's sqlite store shares one connection between threads; reads are ~0.4 ms, so serialise them.
         self._lock = threading.Lock()
 

@@ -3,11 +3,11 @@
 ``impression_records`` builds the records of one request's placements; ``ServedLog`` appends them.
 
 Lines go to ``$PCTR_HOME/serving/served/dt=<UTC date>/<pid>.jsonl``: one file per process, so
-replicas and restarts never interleave writes. The fields follow the raw impression schema
-(``impression_id, request_id, ts, user_id, ad_id, advertiser_id, campaign_id, placement, position,
-device, os, country, bid, model_version, pctr_served, served_features``) so the same readers take
-both; ``served_features`` maps every spec feature to the value the ranker saw (``position`` there is
-the default slot the model scored with, while the top-level ``position`` is the slot served).
+replicas and restarts never interleave writes. A record (``served_record``) holds the fields of the
+raw impression schema (``core.raw_logs``) in its order, so the same readers take both, then what only
+serving knows (price, exploration, bundle), then ``served_features``: every spec feature with the
+value the ranker saw (``position`` there is the default slot the model scored with, while the
+top-level ``position`` is the slot served).
 """
 
 from __future__ import annotations
@@ -23,11 +23,21 @@ from typing import Any
 
 import numpy as np
 
+from core.raw_logs import IMPRESSION_KEYS, SERVED_FEATURES
 from models.features import FEATURES
 from serving.auction import Placement
 from serving.request_features import CONTEXT
 
 FEATURE_NAMES = tuple(f.name for f in FEATURES)  # what a record's served_features hold: the model inputs and the bid
+
+
+def served_record(fields: Mapping[str, Any], served_features: Mapping[str, Any], **serving: Any) -> dict[str, Any]:
+    """One served impression as a log record: the schema fields, the serving-only ``serving`` ones, the features.
+
+    ``fields`` must hold every field of the raw impression schema (a ``KeyError`` names the first
+    missing), so a field added to the schema cannot silently go missing from the served log.
+    """
+    return {**{key: fields[key] for key in IMPRESSION_KEYS}, **serving, SERVED_FEATURES: served_features}
 
 
 class ServedLog:
@@ -68,24 +78,19 @@ def impression_records(
     records = []
     for p in placements:
         features = {name: _json_value(columns[name][p.index]) for name in FEATURE_NAMES}
-        records.append(
-            {
-                "impression_id": uuid.uuid4().hex,
-                "request_id": request_id,
-                "ts": ts,
-                **{k: features[k] for k in ("user_id", "ad_id", "advertiser_id")},
-                "campaign_id": campaign_ids[p.index],
-                **{f.name: features[f.name] for f in CONTEXT},
-                "position": p.slot,
-                "bid": float(bids[p.index]),
-                "price": p.price,
-                "explore": p.explore,
-                "model_version": model_version,
-                "bundle_version": bundle_version,
-                "pctr_served": float(pctr[p.index]),
-                "served_features": features,
-            }
-        )
+        fields = {
+            "impression_id": uuid.uuid4().hex,
+            "request_id": request_id,
+            "ts": ts,
+            **{k: features[k] for k in ("user_id", "ad_id", "advertiser_id")},
+            "campaign_id": campaign_ids[p.index],
+            **{f.name: features[f.name] for f in CONTEXT},
+            "position": p.slot,
+            "bid": float(bids[p.index]),
+            "model_version": model_version,
+            "pctr_served": float(pctr[p.index]),
+        }
+        records.append(served_record(fields, features, price=p.price, explore=p.explore, bundle_version=bundle_version))
     return records
 
 

@@ -15,10 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import math
-import os
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -31,7 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.config import PctrConfig
+from core.io import write_atomic
 from core.layout import Layout, ds_range, parse_ds
+from core.raw_logs import IMPRESSION_RECORD_KEYS, SERVED_FEATURES
 from simulator import world as sw
 
 FAULT_KINDS = ("malformed", "duplicate", "orphan_click", "out_of_range")
@@ -43,10 +42,6 @@ CONVERSION_RATE = 0.05
 CONVERSION_CAP_MS = 72 * 3_600_000
 _TAG_DAY, _TAG_FAULT = 3, 4
 _TS_US = pa.timestamp("us", tz="UTC")
-_IMPRESSION_KEYS = (
-    "impression_id", "request_id", "ts", "user_id", "ad_id", "advertiser_id", "campaign_id", "placement",
-    "position", "device", "os", "country", "bid", "model_version", "pctr_served", "served_features",
-)  # fmt: skip
 
 
 @dataclass
@@ -186,9 +181,9 @@ def _impression_frame(world: sw.World, log: DayLog, rows: slice, bid: np.ndarray
         "bid": bid[rows],
         "model_version": MODEL_VERSION,
         "pctr_served": log.pctr_served[rows],
-        "served_features": None,
+        SERVED_FEATURES: None,
     }
-    return pd.DataFrame(columns, columns=list(_IMPRESSION_KEYS))
+    return pd.DataFrame(columns, columns=list(IMPRESSION_RECORD_KEYS))
 
 
 def _iso(ms: np.ndarray) -> np.ndarray:
@@ -231,6 +226,37 @@ def _write_day(
     rng = np.random.default_rng([seed, _TAG_FAULT, day.toordinal()])
     n = len(log.imp_ms)
     k = round(faults * n / len(FAULT_KINDS))
+    # the draws keep their order (faults, impression hours, orphan clicks): the same seed writes the same bytes
+    picked = _pick_faults(rng, cfg, log, k)
+    _write_impressions(layout, world, log, rng, picked)
+    orphans = _write_clicks_and_conversions(layout, cfg, log, rng, k)
+    _write_parquet(layout.truth(log.ds) / "part-0.parquet", _truth_table(log, picked.fault, orphans))
+
+    clicked = np.flatnonzero(log.click_ms >= 0)
+    window_ms = cfg.join.attribution_window_hours * HOUR_MS
+    return {
+        "impressions": n, "clicks": len(clicked), "conversions": len(log.conv_row),
+        "late_clicks": int((log.click_ms[clicked] - log.imp_ms[clicked] > window_ms).sum()),
+        "mean_true_ctr": float(log.p_click.mean()), "click_rate": len(clicked) / n,
+        "catalog_ads": _write_ads(layout, world, day), "live_ads": len(log.ads), "launched_ads": world.per_day,
+        "faults": {"malformed": k, "duplicate": k, "orphan_click": k, "out_of_range": k},
+    }  # fmt: skip
+
+
+@dataclass
+class _Faults:
+    """The impression rows picked for each fault kind, and the bids and positions with the out-of-range ones."""
+
+    fault: np.ndarray  # the kind per impression row, None where clean
+    malformed: np.ndarray  # sorted rows
+    duplicate: np.ndarray  # sorted rows
+    bid: np.ndarray
+    position: np.ndarray
+
+
+def _pick_faults(rng: np.random.Generator, cfg: PctrConfig, log: DayLog, k: int) -> _Faults:
+    """``k`` distinct impression rows per kind; out-of-range rows get one bad bid or position each."""
+    n = len(log.imp_ms)
     picked = rng.choice(n, 3 * k, replace=False) if k else np.empty(0, dtype=np.int64)
     malformed, duplicate, out_of_range = np.sort(picked[:k]), np.sort(picked[k : 2 * k]), picked[2 * k :]
     fault = np.full(n, None, dtype=object)
@@ -242,11 +268,16 @@ def _write_day(
     bid[out_of_range[variant == 1]] = np.round(cfg.join.max_bid * rng.uniform(1.01, 3.0, (variant == 1).sum()), 2)
     position[out_of_range[variant == 2]] = 0
     position[out_of_range[variant == 3]] = cfg.join.max_position + rng.integers(1, 50, (variant == 3).sum())
+    return _Faults(fault, malformed, duplicate, bid, position)
 
-    hour_bounds = np.searchsorted(log.imp_ms, sw.day_ms(day) + HOUR_MS * np.arange(25))
+
+def _write_impressions(layout: Layout, world: sw.World, log: DayLog, rng: np.random.Generator, picked: _Faults) -> None:
+    """One file per hour of the day's impression lines, with the malformed and duplicated ones corrupted."""
+    malformed, duplicate = picked.malformed, picked.duplicate
+    hour_bounds = np.searchsorted(log.imp_ms, sw.day_ms(parse_ds(log.ds)) + HOUR_MS * np.arange(25))
     for h in range(24):
         lo, hi = hour_bounds[h], hour_bounds[h + 1]
-        lines = _json_lines(_impression_frame(world, log, slice(lo, hi), bid, position))
+        lines = _json_lines(_impression_frame(world, log, slice(lo, hi), picked.bid, picked.position))
         mal = malformed[(malformed >= lo) & (malformed < hi)] - lo
         if len(mal):  # a truncated object is never valid JSON
             lines[mal] = pd.Series(lines[mal]).str.slice(stop=int(rng.integers(20, 120))).to_numpy(dtype=object)
@@ -256,9 +287,23 @@ def _write_day(
             lines = np.concatenate([lines, lines[dup]])[np.argsort(key, kind="stable")]
         _write_gzip_lines(layout.raw_hour("impressions", log.ds, h) / "part-0.json.gz", lines)
 
+
+@dataclass
+class _Orphans:
+    """Clicks on impressions that were never logged: their ids, the impressions' times and the clicks'."""
+
+    ids: np.ndarray
+    imp_ms: np.ndarray
+    click_ms: np.ndarray
+
+
+def _write_clicks_and_conversions(
+    layout: Layout, cfg: PctrConfig, log: DayLog, rng: np.random.Generator, k: int
+) -> _Orphans:
+    """Write the day's clicks (with ``k`` orphans) and conversions into the hours they land in; drop stale files."""
     compact = log.ds.replace("-", "")
     clicked = np.flatnonzero(log.click_ms >= 0)
-    orphan_ms = sw.day_ms(day) + rng.integers(0, sw.DAY_MS, k)
+    orphan_ms = sw.day_ms(parse_ds(log.ds)) + rng.integers(0, sw.DAY_MS, k)
     orphan_click_ms = orphan_ms + click_delays_ms(rng, k, cfg.join.attribution_window_hours)
     orphan_ids = _ids(f"i{compact}-o", np.arange(k))
     clicks = pd.DataFrame({
@@ -271,29 +316,25 @@ def _write_day(
     written = _write_by_hour(layout, "clicks", log.ds, clicks)
     written += _write_by_hour(layout, "conversions", log.ds, conversions)
     _remove_stale(layout, log.ds, set(written), cfg.join.attribution_window_hours)
+    return _Orphans(orphan_ids, orphan_ms, orphan_click_ms)
 
+
+def _truth_table(log: DayLog, fault: np.ndarray, orphans: _Orphans) -> pa.Table:
+    """One row per impression and per orphan click: its true click probability, click time and fault."""
+    n, k = len(log.imp_ms), len(orphans.ids)
+    compact = log.ds.replace("-", "")
     no_click = np.concatenate([log.click_ms < 0, np.zeros(k, bool)])
-    truth = pa.table({
+    return pa.table({
         "impression_id": pa.concat_arrays([
             pc.binary_join_element_wise(f"i{compact}-", pa.array(np.arange(n)).cast(pa.string()), ""),
-            pa.array(orphan_ids, pa.string()),
+            pa.array(orphans.ids, pa.string()),
         ]),
-        "ts": pa.array(np.concatenate([log.imp_ms, orphan_ms]) * 1000, _TS_US),
+        "ts": pa.array(np.concatenate([log.imp_ms, orphans.imp_ms]) * 1000, _TS_US),
         "p_click": pa.array(np.concatenate([log.p_click, np.zeros(k)]), pa.float64(),
                             mask=np.concatenate([np.zeros(n, bool), np.ones(k, bool)])),
-        "click_ts": pa.array(np.concatenate([log.click_ms, orphan_click_ms]) * 1000, _TS_US, mask=no_click),
+        "click_ts": pa.array(np.concatenate([log.click_ms, orphans.click_ms]) * 1000, _TS_US, mask=no_click),
         "fault": pa.array(np.concatenate([fault, np.full(k, "orphan_click", dtype=object)]), pa.string()),
     })  # fmt: skip
-    _write_parquet(layout.truth(log.ds) / "part-0.parquet", truth)
-
-    window_ms = cfg.join.attribution_window_hours * HOUR_MS
-    return {
-        "impressions": n, "clicks": len(clicked), "conversions": len(log.conv_row),
-        "late_clicks": int((log.click_ms[clicked] - log.imp_ms[clicked] > window_ms).sum()),
-        "mean_true_ctr": float(log.p_click.mean()), "click_rate": len(clicked) / n,
-        "catalog_ads": _write_ads(layout, world, day), "live_ads": len(log.ads), "launched_ads": world.per_day,
-        "faults": {"malformed": k, "duplicate": k, "orphan_click": k, "out_of_range": k},
-    }  # fmt: skip
 
 
 def _json_lines(df: pd.DataFrame) -> np.ndarray:
@@ -365,24 +406,11 @@ def _write_users(layout: Layout, world: sw.World, ds: str) -> None:
     _write_parquet(layout.catalog("users") / f"dt={ds}" / "part-0.parquet", table)
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Write via a temp file in the same directory and rename, so readers never see a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_gzip_lines(path: Path, lines: np.ndarray) -> None:
     text = "\n".join(lines) + "\n" if len(lines) else ""
     data = gzip.compress(text.encode(), compresslevel=1, mtime=0)  # mtime=0: reruns are byte-identical
-    _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+    write_atomic(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:
-    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))

@@ -10,6 +10,7 @@ import pytest
 
 from core.config import load_config
 from core.layout import Layout, day_bounds, feature_event_time
+from feature_repo.definitions import view_refs
 from feature_repo.store import feature_store
 from models.features import ENTITIES, batch_features
 
@@ -71,18 +72,16 @@ def test_materialized_day_is_served_online(online_store: str, tmp_path: Path) ->
     start, end = day_bounds(DS)
     store.materialize(start_date=start, end_date=end, feature_views=["user_features", "user_category_features"])
 
-    refs = [f"user_features:{f.name}" for f in batch_features("user")]
     online = store.get_online_features(
-        features=refs, entity_rows=[{"user_id": u} for u in ["u2", "u1", "nobody"]]
+        features=view_refs("user"), entity_rows=[{"user_id": u} for u in ["u2", "u1", "nobody"]]
     ).to_df()
     assert online["user_id"].tolist() == ["u2", "u1", "nobody"]
     _assert_served(online, expected["user"], [("u2",), ("u1",)])
 
     # one read for several categories of a user, as the ranker makes it; (u2, food) was never seen
     pairs = [("u1", "food"), ("u1", "auto"), ("u2", "food")]
-    refs = [f"user_category_features:{f.name}" for f in batch_features("user_category")]
     online = store.get_online_features(
-        features=refs, entity_rows=[{"user_id": u, "category": c} for u, c in pairs]
+        features=view_refs("user_category"), entity_rows=[{"user_id": u, "category": c} for u, c in pairs]
     ).to_df()
     assert list(zip(online["user_id"], online["category"], strict=True)) == pairs
     _assert_served(online, expected["user_category"], pairs[:2])

@@ -19,7 +19,14 @@ from core.layout import Layout, day_bounds, shift_ds
 from jobs.join_logs import LABELLED_COLUMNS
 from jobs.pipeline import run_stage
 from jobs.training_set import entity_rows
-from models.features import CATEGORY_KEY, CTR_PRIOR_IMPRESSIONS, ENTITIES, EXPOSURES_FEATURE, batch_features
+from models.features import (
+    CATEGORY_KEY,
+    CTR_PRIOR_IMPRESSIONS,
+    ENTITIES,
+    EXPOSURES_FEATURE,
+    batch_features,
+    stat_name,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -115,9 +122,9 @@ def expected_pairs(joined: dict[str, pd.DataFrame], ds: str) -> pd.DataFrame:
         # a user without impressions in the window has the global CTR of the window
         prior = user_ctr.reindex(out.index.get_level_values("user_id")).fillna(global_ctr).to_numpy()
         ctr = (pair["c"].fillna(0) + CTR_PRIOR_IMPRESSIONS * prior) / (pair["i"].fillna(0) + CTR_PRIOR_IMPRESSIONS)
-        out[f"user_category_impressions_{w}d"] = pair["i"].fillna(0.0)
-        out[f"user_category_clicks_{w}d"] = pair["c"].fillna(0.0)
-        out[f"user_category_ctr_{w}d"] = np.where(out.index.isin(active), ctr, 0.0)
+        out[stat_name("user_category", "impressions", w)] = pair["i"].fillna(0.0)
+        out[stat_name("user_category", "clicks", w)] = pair["c"].fillna(0.0)
+        out[stat_name("user_category", "ctr", w)] = np.where(out.index.isin(active), ctr, 0.0)
     return out
 
 
@@ -164,14 +171,13 @@ def test_windows_catalog_changes_and_leaving_pairs_show_in_the_data(built) -> No
 
 def test_training_rows_get_the_pairs_of_the_last_day_before_them(built) -> None:
     """Feast's point-in-time join on (user_id, category), with the category from the catalog as of the row's day."""
+    from feature_repo.definitions import view_refs
     from feature_repo.store import feature_store
 
     cfg, joined = built
     store = feature_store(cfg, apply=True)
     rows = entity_rows(Layout(cfg.home), "joined", [C, D])
-    found = store.get_historical_features(
-        entity_df=rows, features=[f"user_category_features:{f.name}" for f in batch_features("user_category")]
-    ).to_df()
+    found = store.get_historical_features(entity_df=rows, features=view_refs("user_category")).to_df()
     assert len(found) == len(rows)
     assert set(found.loc[found["ad_id"] == MOVED[0], CATEGORY_KEY]) == {MOVED[1]}
     for ds, before in ((C, B), (D, C)):

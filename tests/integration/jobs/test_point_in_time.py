@@ -10,7 +10,7 @@ from core.config import load_config
 from core.layout import Layout, day_bounds, ds_range
 from jobs.pipeline import run_stage
 from jobs.training_set import load_split
-from models.features import WINDOWS_DAYS
+from models.features import WINDOWS_DAYS, stat_name
 from simulator import logs
 
 pytestmark = pytest.mark.integration
@@ -53,8 +53,8 @@ def test_batch_features_equal_a_computation_from_strictly_earlier_data(splits, s
         for entity, key in (("user", "user_id"), ("ad", "ad_id"), ("advertiser", "advertiser_id")):
             for days in WINDOWS_DAYS:
                 impressions, clicks = _expected(labelled, key, row[key], row["ts"], days)
-                assert row[f"{entity}_impressions_{days}d"] == pytest.approx(impressions, rel=1e-5, abs=1e-4)
-                assert row[f"{entity}_clicks_{days}d"] == pytest.approx(clicks, abs=1e-4)
+                assert row[stat_name(entity, "impressions", days)] == pytest.approx(impressions, rel=1e-5, abs=1e-4)
+                assert row[stat_name(entity, "clicks", days)] == pytest.approx(clicks, abs=1e-4)
                 checked += 1
     assert checked == 60 * 3 * len(WINDOWS_DAYS)
 

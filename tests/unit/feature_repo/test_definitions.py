@@ -2,8 +2,15 @@ from __future__ import annotations
 
 from feast import Entity, FeatureService, FeatureView
 
-from feature_repo.definitions import feast_objects, view_name
-from models.features import ENTITIES, FEAST_ENTITIES, FEATURE_ENTITIES, FEATURE_SERVICES, batch_features
+from feature_repo.definitions import feast_objects, service_refs, view_name, view_refs
+from models.features import (
+    ENTITIES,
+    FEAST_ENTITIES,
+    FEATURE_ENTITIES,
+    FEATURE_SERVICES,
+    RANKER_SERVICE,
+    batch_features,
+)
 
 
 def _objects() -> list[object]:
@@ -25,6 +32,16 @@ def test_views_and_services_are_generated_from_the_spec() -> None:
     assert set(services) == set(FEATURE_SERVICES)
     ranker_views = {p.name for p in services["ranker_v1"].feature_view_projections}
     assert ranker_views == {view_name(e) for e in FEATURE_SERVICES["ranker_v1"]}
+
+
+def test_service_refs_are_the_features_of_the_service_as_feast_builds_it() -> None:
+    services = {o.name: o for o in _objects() if isinstance(o, FeatureService)}
+    for name, service in services.items():
+        built = [f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features]
+        assert service_refs(name) == built
+    assert view_refs("user") == [f"user_features:{f.name}" for f in batch_features("user")]
+    # the ranker's service is every batch feature of the spec
+    assert sorted(service_refs(RANKER_SERVICE)) == sorted(f"{f.entity}_features:{f.name}" for f in batch_features())
 
 
 def test_user_category_view_is_keyed_by_user_and_category_and_only_ranked_with() -> None:

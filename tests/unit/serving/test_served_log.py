@@ -5,9 +5,10 @@ import os
 import numpy as np
 import pytest
 
+from core.raw_logs import IMPRESSION_KEYS, IMPRESSION_RECORD_KEYS
 from models.features import FEATURES
 from serving.auction import Placement
-from serving.served_log import ServedLog, impression_records
+from serving.served_log import ServedLog, impression_records, served_record
 
 
 def test_records_append_as_json_lines_per_day_and_process(tmp_path):
@@ -58,3 +59,18 @@ def test_impression_records_carry_the_placements_and_the_features_they_were_scor
     assert first["served_features"]["position"] == 1  # the slot the model scored at, not the slot served
     json.dumps(records)  # plain JSON: no numpy scalars left
     assert all(type(v) in (str, int, float) for v in first["served_features"].values())
+
+
+def test_a_record_has_the_raw_schema_fields_in_order_then_serving_fields_then_features():
+    fields = {key: f"v-{key}" for key in reversed(IMPRESSION_KEYS)}
+    record = served_record(fields, {"hour": 3}, price=0.5, explore=False)
+    assert list(record) == [*IMPRESSION_KEYS, "price", "explore", "served_features"]
+    assert [record[k] for k in IMPRESSION_KEYS] == [f"v-{k}" for k in IMPRESSION_KEYS]
+    assert record["served_features"] == {"hour": 3}
+    assert {k for k in record if k in IMPRESSION_RECORD_KEYS} == set(IMPRESSION_RECORD_KEYS)
+
+
+def test_a_record_lacking_a_schema_field_is_refused():
+    fields = {key: "v" for key in IMPRESSION_KEYS if key != "campaign_id"}
+    with pytest.raises(KeyError, match="campaign_id"):
+        served_record(fields, {})

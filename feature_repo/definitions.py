@@ -30,9 +30,12 @@ def view_refs(entity: SpecEntity) -> list[str]:
     return [f"{view_name(entity)}:{f.name}" for f in batch_features(entity)]
 
 
-def service_refs(service: str) -> list[str]:
-    """The feature references of a feature service (``ranker_v1``...): its views' in service order, as it is built."""
-    return [ref for entity in FEATURE_SERVICES[service] for ref in view_refs(entity)]
+def service_refs(service: str, entity: SpecEntity | None = None) -> list[str]:
+    """The feature references of a feature service (``ranker_v1``...): its views' in service order, as it is built.
+
+    With ``entity``: only the service's references to that entity's view (none if the service lacks it).
+    """
+    return [ref for e in FEATURE_SERVICES[service] if entity in (None, e) for ref in view_refs(e)]
 
 
 def _source(name: str, path: str, offline_store: str) -> DataSource:

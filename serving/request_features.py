@@ -26,6 +26,7 @@ from models.features import (
     CATEGORY_FEATURE,
     CATEGORY_KEY,
     EXPOSURES_FEATURE,
+    RANKER_SERVICE,
     batch_features,
     request_features,
 )
@@ -49,11 +50,13 @@ class OnlineFeatures:
     """
 
     def __init__(self, store: Any) -> None:
-        from feature_repo.definitions import view_refs
+        from feature_repo.definitions import service_refs
 
         self._store = store
-        self._user_refs = view_refs("user")
-        self._pair_refs = view_refs("user_category")
+        # the ranker's feature service decides what is read, as it does for training; the ad side of the
+        # service comes from the bundle's ads table
+        self._user_refs = service_refs(RANKER_SERVICE, "user")
+        self._pair_refs = service_refs(RANKER_SERVICE, "user_category")
         # Feast's sqlite store shares one connection between threads; reads are ~0.4 ms, so serialise them.
         self._lock = threading.Lock()
 

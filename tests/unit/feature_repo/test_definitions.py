@@ -9,6 +9,7 @@ from models.features import (
     FEATURE_ENTITIES,
     FEATURE_SERVICES,
     RANKER_SERVICE,
+    RETRIEVAL_SERVICE,
     batch_features,
 )
 
@@ -40,6 +41,8 @@ def test_service_refs_are_the_features_of_the_service_as_feast_builds_it() -> No
         built = [f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features]
         assert service_refs(name) == built
     assert view_refs("user") == [f"user_features:{f.name}" for f in batch_features("user")]
+    assert service_refs(RANKER_SERVICE, "user_category") == view_refs("user_category")
+    assert service_refs(RETRIEVAL_SERVICE, "user_category") == []
     # the ranker's service is every batch feature of the spec
     assert sorted(service_refs(RANKER_SERVICE)) == sorted(f"{f.entity}_features:{f.name}" for f in batch_features())
 

@@ -164,7 +164,7 @@ def _name(column: str) -> str:
 def _fill_missing(frame: pd.DataFrame, columns: Sequence[str], features: Sequence[Feature]) -> None:
     """In place: ``columns`` renamed to the names of ``features`` (same order), nulls replaced by defaults.
 
-    The result is what ``models.inputs.fill_defaults`` makes of these dtypes, but without its
+    The result is what ``models.frames.fill_defaults`` makes of these dtypes, but without its
     per-cell object copies, which a file of tens of millions of rows cannot afford. Categoricals
     stay ``category``: their values are ``str``, and ``to_tensors`` converts them per split.
     """
@@ -181,7 +181,8 @@ def _train_and_score(
 ) -> dict[str, Any]:
     from models.baseline import build_logistic
     from models.deepfm import build_deepfm
-    from models.inputs import compute_feature_stats, make_dataset
+    from models.frames import compute_feature_stats
+    from models.inputs import make_dataset
     from models.metrics import auc, logloss
     from models.training import examples_per_second, train
 

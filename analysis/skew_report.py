@@ -131,7 +131,7 @@ def expected_values(cfg: PctrConfig, log: pd.DataFrame, offline: pd.DataFrame) -
     """What the ranker should have been fed for each served row: every spec feature, defaults filled, spec dtypes."""
     import pandas as pd
 
-    from models.inputs import fill_defaults
+    from models.frames import fill_defaults
 
     expected = pd.DataFrame(index=log.index)
     for f in FEATURES:

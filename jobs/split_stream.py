@@ -59,7 +59,7 @@ def read_row_group(group: RowGroup, features: Sequence[Feature]) -> Chunk:
     """One row group as ``(n, 1)`` columns of the spec's dtypes (defaults filled) and ``(n, 1)`` float32 labels."""
     import pyarrow.parquet as pq
 
-    from models.inputs import fill_defaults
+    from models.frames import fill_defaults
 
     frame = pq.ParquetFile(group.path).read_row_group(group.index, columns=[*(f.name for f in features), "label"])
     filled = fill_defaults(frame.to_pandas(), features)

@@ -58,7 +58,8 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
 
     from models.export import export_saved_model
     from models.features import tower_features
-    from models.inputs import fill_defaults, to_tensors
+    from models.frames import fill_defaults
+    from models.inputs import to_tensors
     from models.retrieval import build_two_tower, get_tower
     from models.training import train
 

@@ -23,7 +23,7 @@ from jobs.split_stream import common_steps, row_groups, shard, stream_dataset
 from jobs.training_set import load_feature_stats
 
 if TYPE_CHECKING:
-    from models.inputs import FeatureStats
+    from models.frames import FeatureStats
 
 
 def run_key(config_path: Path, training_set_stats: Path, init_weights: Path | None) -> str:

@@ -32,7 +32,7 @@ from models.features import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from models.inputs import FeatureStats
+    from models.frames import FeatureStats
 
 LABEL_COLUMNS = ("impression_id", "ts", "label", "weight", "neg_rate")
 # Rows per Parquet row group of a split: what a training reader holds at once, and the unit of its sharding
@@ -110,7 +110,7 @@ def load_split(cfg: PctrConfig, ds: str, split: str) -> pd.DataFrame:
     """One whole split with spec defaults filled and spec dtypes (for the un-downsampled samples and tests)."""
     import pandas as pd
 
-    from models.inputs import fill_defaults
+    from models.frames import fill_defaults
 
     return fill_defaults(pd.concat([pd.read_parquet(f) for f in split_files(cfg, ds, split)], ignore_index=True))
 
@@ -118,13 +118,13 @@ def load_split(cfg: PctrConfig, ds: str, split: str) -> pd.DataFrame:
 def load_feature_stats(cfg: PctrConfig, ds: str, path: Path | None = None) -> FeatureStats:
     """Preprocessing statistics of the train split of ds (shared by the ranker and the retrieval towers),
     or those at ``path`` (a registered model's, for a warm start)."""
-    from models.inputs import FeatureStats
+    from models.frames import FeatureStats
 
     return FeatureStats.from_dict(read_json(path or Layout(cfg.home).training_set(ds) / FEATURE_STATS))
 
 
 def _feature_stats(cfg: PctrConfig, train: pd.DataFrame) -> dict:
-    from models.inputs import compute_feature_stats, fill_defaults
+    from models.frames import compute_feature_stats, fill_defaults
 
     filled = fill_defaults(train)
     columns = {f.name: filled[f.name].to_numpy() for f in MODEL_FEATURES}

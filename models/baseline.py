@@ -10,7 +10,8 @@ import tensorflow as tf
 from keras import ops
 
 from models.features import Feature
-from models.inputs import EncodedFeatures, FeatureStats, encode_features, field_vectors
+from models.frames import FeatureStats
+from models.inputs import EncodedFeatures, encode_features, field_vectors
 
 if TYPE_CHECKING:
     from models.hyperparameters import Hyperparameters

@@ -11,7 +11,8 @@ from keras import ops
 
 from models.baseline import linear_logit
 from models.features import Feature
-from models.inputs import FeatureStats, encode_features, field_vectors
+from models.frames import FeatureStats
+from models.inputs import encode_features, field_vectors
 
 if TYPE_CHECKING:
     from models.hyperparameters import Hyperparameters

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.inputs import as_strings
+from models.frames import as_strings
 
 ServingFn = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 

@@ -23,6 +23,6 @@ class RankerPyfunc(mlflow.pyfunc.PythonModel):
 
     # no type hints here: MLflow would try to derive a model signature from them
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
-        from models.inputs import fill_defaults
+        from models.frames import fill_defaults
 
         return self._predictor.predict(fill_defaults(model_input))

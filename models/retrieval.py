@@ -17,7 +17,8 @@ import tensorflow as tf
 from keras import ops
 
 from models.features import tower_features
-from models.inputs import FeatureStats, encode_features, field_vectors
+from models.frames import FeatureStats
+from models.inputs import encode_features, field_vectors
 
 if TYPE_CHECKING:
     from models.hyperparameters import Hyperparameters

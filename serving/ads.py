@@ -24,7 +24,7 @@ def load_ads(path: Path, index_size: int) -> AdsTable:
     """
     import pandas as pd
 
-    from models.inputs import as_strings, fill_defaults
+    from models.frames import as_strings, fill_defaults
 
     table = pd.read_parquet(path)
     missing = [c for c in AD_TABLE_COLUMNS if c not in table.columns]

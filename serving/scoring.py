@@ -70,7 +70,7 @@ def score_instances(scorer: Scorer, instances: Sequence[Mapping[str, Any]]) -> l
     """Calibrated pCTRs of rows of raw spec-named features (missing ones take the spec defaults)."""
     import pandas as pd
 
-    from models.inputs import fill_defaults
+    from models.frames import fill_defaults
 
     filled = fill_defaults(pd.DataFrame.from_records(list(instances), columns=list(INPUT_NAMES)))
     return scorer.predict({name: filled[name].to_numpy() for name in INPUT_NAMES}).tolist()

@@ -96,7 +96,8 @@ def bundle_parts(tmp_path_factory: pytest.TempPathFactory, ads_table: pd.DataFra
     from models.deepfm import build_deepfm
     from models.export import export_saved_model
     from models.features import tower_features
-    from models.inputs import compute_feature_stats, fill_defaults, to_tensors
+    from models.frames import compute_feature_stats, fill_defaults
+    from models.inputs import to_tensors
     from models.retrieval import build_two_tower, get_tower
 
     parts = tmp_path_factory.mktemp("bundle_parts")
@@ -254,7 +255,7 @@ def instances(ads_table: pd.DataFrame) -> list[dict[str, object]]:
 @pytest.fixture(scope="session")
 def expected_pctr(instances: list[dict[str, object]]) -> Callable[[Path], np.ndarray]:
     """``bundle -> pCTRs`` of ``instances`` by the bundle's Predictor (what evaluation uses)."""
-    from models.inputs import fill_defaults
+    from models.frames import fill_defaults
     from models.predictor import Predictor
 
     def run(bundle: Path) -> np.ndarray:

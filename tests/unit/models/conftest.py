@@ -13,7 +13,7 @@ import pytest
 
 from core.config import TrainConfig
 from models.features import MODEL_FEATURES, Feature
-from models.inputs import FeatureStats, compute_feature_stats, fill_defaults
+from models.frames import FeatureStats, compute_feature_stats, fill_defaults
 
 
 def random_frame(n: int, seed: int = 0, features: tuple[Feature, ...] = MODEL_FEATURES) -> pd.DataFrame:

@@ -3,15 +3,8 @@ import pandas as pd
 import pytest
 
 from models.features import BY_NAME, MODEL_FEATURES, numeric_features
-from models.inputs import (
-    MIN_BUCKETS,
-    FeatureStats,
-    Standardize,
-    compute_feature_stats,
-    fill_defaults,
-    hash_buckets,
-    to_tensors,
-)
+from models.frames import MIN_BUCKETS, FeatureStats, compute_feature_stats, fill_defaults, hash_buckets
+from models.inputs import Standardize, to_tensors
 
 
 def test_fill_defaults_fills_nulls_and_casts_to_spec_dtypes():

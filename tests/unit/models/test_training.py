@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from models.deepfm import build_deepfm
 from models.features import MODEL_FEATURES
-from models.inputs import compute_feature_stats, make_dataset, to_tensors
+from models.frames import compute_feature_stats
+from models.inputs import make_dataset, to_tensors
 from models.metrics import auc, logloss
 from models.training import Checkpoints, examples_per_second, train
 

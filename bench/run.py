@@ -223,7 +223,7 @@ def bench_historical(cfg: PctrConfig, entities: Any) -> dict[str, Any]:
 
 def bench_feature_store(cfg: PctrConfig, ds: str, max_rows: int = 20_000, calls: int = 200) -> dict[str, Any]:
     """Feast: historical retrieval rows/s per offline store, online read latency per online store."""
-    from core.layout import Layout, day_bounds
+    from core.layout import Layout, feature_window
     from feature_repo.definitions import view_refs
     from feature_repo.store import feature_store
     from jobs.training_set import entity_rows, split_days
@@ -242,7 +242,7 @@ def bench_feature_store(cfg: PctrConfig, ds: str, max_rows: int = 20_000, calls:
         variant.features.redis_connection = REDIS
         store = feature_store(variant, apply=True)
         if online == "redis":
-            start, end = day_bounds(ds)
+            start, end = feature_window(ds, cfg.feature_delay)
             store.materialize(start_date=start, end_date=end)
         one_user, thousand_ads = [], []
         for user in users:

@@ -7,6 +7,7 @@ Values come, lowest precedence first, from the field defaults below, the TOML fi
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Literal
@@ -61,6 +62,9 @@ class FeatureConfig(BaseModel):
     """Feast settings; the features themselves (and their windows) live in ``models.features``."""
 
     ttl_days: int = 45
+    # Features of day D exist once its clicks are in (attribution_window_hours after D ends) and the
+    # feature job has run: this lag. Their event time is then, not the end of D (see ``feature_delay``).
+    processing_lag_hours: int = 1
     offline_store: Literal["file", "duckdb", "spark"] = "duckdb"
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_connection: str = "127.0.0.1:6379"
@@ -93,10 +97,27 @@ class TrainConfig(BaseModel):
 
 
 class GateConfig(BaseModel):
-    """Promotion gate: a candidate becomes champion unless it is clearly worse."""
+    """Promotion gate on the un-downsampled holdout; it fails closed, champion or not.
 
+    Calibration bounds are widened by the sampling noise of the holdout (``models.metrics.calibration_noise``):
+    a calibrated model on a small holdout must not be refused for noise, a miscalibrated one on a large
+    holdout must not pass.
+    """
+
+    # the candidate's AUC may trail the logistic-regression baseline's by at most this
+    baseline_auc_tolerance: float = 0.002
+    # observed/expected clicks, widened by oe_noise_z standard deviations of a calibrated model's O/E
+    oe_band: tuple[float, float] = (0.9, 1.1)
+    oe_noise_z: float = 3.0
+    # log loss relative to always predicting the base rate: 1 means no better than the base rate
+    max_normalized_entropy: float = 1.0
+    # ECE as a share of the base rate (an absolute ECE bound passes a model that predicts 0 at 1.5% CTR),
+    # plus ece_noise_multiple times the ECE a calibrated model shows on this holdout
+    max_relative_ece: float = 0.1
+    ece_noise_multiple: float = 2.0
+    # against an eligible champion (trained on data before the holdout day), scored on the same rows
     max_auc_drop: float = 0.002
-    max_ece: float = 0.02
+    max_relative_logloss_increase: float = 0.01
 
 
 class ServingConfig(BaseModel):
@@ -111,6 +132,8 @@ class ServingConfig(BaseModel):
     reserve_price: float = 0.01
     exploration_epsilon: float = 0.0
     tf_serving_url: str | None = None
+    # how often the service checks CURRENT for a new live bundle (publish, promote, rollback)
+    watch_seconds: float = 5.0
 
 
 class OrchestrationConfig(BaseModel):
@@ -152,6 +175,11 @@ class PctrConfig(BaseSettings):
     serving: ServingConfig = ServingConfig()
     spark: SparkConfig = SparkConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+
+    @property
+    def feature_delay(self) -> dt.timedelta:
+        """How long after the end of a day the features computed over it exist (their event time's offset)."""
+        return dt.timedelta(hours=self.join.attribution_window_hours + self.features.processing_lag_hours)
 
     @classmethod
     def settings_customise_sources(

@@ -30,13 +30,20 @@ def day_bounds(ds: str) -> tuple[dt.datetime, dt.datetime]:
     return start, start + dt.timedelta(days=1)
 
 
-def feature_event_time(ds: str) -> dt.datetime:
-    """Event time of features computed over day ``ds``: the last microsecond of ds.
+def feature_window(ds: str, delay: dt.timedelta) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of the event times of features computed over ``ds`` and ``delay`` later: ds shifted by it."""
+    start, end = day_bounds(ds)
+    return start + delay, end + delay
 
-    It lies inside [ds start, ds end), so ``materialize(start, end)`` of ds picks it up, and every
-    impression after ds sees it while no impression of ds does.
+
+def feature_event_time(ds: str, delay: dt.timedelta) -> dt.datetime:
+    """Event time of features computed over day ``ds``: when they can exist, ``delay`` after ds ends
+    (``PctrConfig.feature_delay``: the attribution window and the feature job's lag), less a microsecond.
+
+    It lies inside ``feature_window(ds)``, so materialising that window loads them; an impression sees
+    them only from then on: one at 03:00 on the next day sees the features of the day before ds.
     """
-    return day_bounds(ds)[1] - dt.timedelta(microseconds=1)
+    return feature_window(ds, delay)[1] - dt.timedelta(microseconds=1)
 
 
 def shift_ds(ds: str, days: int) -> str:

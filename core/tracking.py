@@ -61,3 +61,19 @@ def download_ranker_weights(cfg: PctrConfig, ref: str, dest: Path) -> tuple[str,
         except (MlflowException, OSError) as error:
             raise LookupError(f"train.warm_start={ref}: version {version.version} has no {artifact} ({uri})") from error
     return str(version.version), paths[0], paths[1]
+
+
+def code_version() -> str:
+    """The commit of this checkout (``-dirty`` with uncommitted changes), or the installed package's version."""
+    import subprocess
+    from importlib.metadata import version
+
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return f"pctr {version('pctr')}"
+    return commit + ("-dirty" if dirty.stdout.strip() else "")

@@ -1,4 +1,4 @@
-"""``pctr``: one command per pipeline stage, plus simulate, run-day and serve.
+"""``pctr``: one command per pipeline stage, plus simulate, run-day, serve, promote and rollback.
 
 Stage commands take ``--ds YYYY-MM-DD``; with ``--json`` the last stdout line is the stage summary
 as one JSON object (the same object the stage writes as ``_stats.json``). A failing stage prints one
@@ -21,7 +21,7 @@ from core.layout import parse_ds
 from entrypoints.local_runner import run_day
 from jobs.pipeline import DAILY_STAGES, STAGES_BY_NAME, run_stage
 
-EXPECTED_ERRORS = (FileNotFoundError, ValueError)
+EXPECTED_ERRORS = (FileNotFoundError, LookupError, ValueError)
 
 
 def _ds(value: str) -> str:
@@ -95,6 +95,18 @@ def _columns(value: str | None) -> list[str] | None:
     return [c for c in value.split(",") if c] if value else None
 
 
+def _cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
+    from core.champion import promote
+
+    return promote(load_config(), args.version)
+
+
+def _cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
+    from core.champion import rollback
+
+    return rollback(load_config())
+
+
 def _cmd_config(args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(load_config().model_dump_json())
 
@@ -143,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--numeric", help="comma-separated numeric columns (csv)")
     p.add_argument("--max-rows", type=int, default=None, help="read at most this many rows")
     p.set_defaults(always_json=True)  # its contract: the last stdout line is the JSON result
+
+    p = add("promote", _cmd_promote, "make a registered model version champion and its bundle CURRENT")
+    p.add_argument("version")
+    add("rollback", _cmd_rollback, "make the previous champion live again (alias and CURRENT)")
 
     add("config", _cmd_config, "print the effective configuration")
     return parser

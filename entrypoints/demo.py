@@ -292,6 +292,11 @@ def run_demo(cfg: PctrConfig, scale: str, children: ChildProcesses, memory: Peak
     prepare_history_apart(scale, children)
     memory.phase(None)
     tasks = close_day_with_airflow(cfg, ds, children, memory)
+    registered = read_json(Layout(cfg.home).stage_output("register", ds) / "_stats.json")
+    if not registered["promoted"]:
+        raise SystemExit(
+            f"pctr demo: model version {registered['model_version']} is not live: {registered['promotion']}"
+        )
     memory.phase("serve")
     served = serve_and_rank(cfg, ds, children)
     memory.phase(None)

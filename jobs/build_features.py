@@ -6,11 +6,13 @@ counts of a user or a (user, category) pair with few impressions so poorly that 
 signal is lost (measured in ``bench.oracle_gap``). Windowed statistics are sums of
 daily aggregates, so a day is computed once and every later window reuses it. User x category
 statistics count each row for its ad's category in the ads catalog as of the row's day. Features of
-ds carry event time = the last microsecond of ds: impressions after ds see them, impressions of ds do not.
+ds carry the event time at which they can exist (``core.layout.feature_event_time``: the end of ds plus the
+attribution window and the job's lag): impressions before then, those of ds included, do not see them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import time
@@ -158,7 +160,7 @@ def _entity_frames(spark: SparkSession, layout: Layout, ds: str, ads: DataFrame)
     return frames
 
 
-def _finalise(frame: DataFrame, entity: Entity, ds: str) -> DataFrame:
+def _finalise(frame: DataFrame, entity: Entity, ds: str, delay: dt.timedelta) -> DataFrame:
     """Select the spec's columns in spec order, fill the spec's defaults, cast to the spec's types."""
     from pyspark.sql import functions as F
 
@@ -167,7 +169,7 @@ def _finalise(frame: DataFrame, entity: Entity, ds: str) -> DataFrame:
     for feature in batch_features(entity):
         value = F.coalesce(F.col(feature.name), F.lit(feature.default))
         cols.append(value.cast(spark_types[feature.dtype]).alias(feature.name))
-    event_time = F.lit(feature_event_time(ds)).cast("timestamp")
+    event_time = F.lit(feature_event_time(ds, delay)).cast("timestamp")
     return frame.select(*cols, event_time.alias("event_timestamp"), event_time.alias("created_timestamp"))
 
 
@@ -186,7 +188,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
 
     rows: dict[str, int] = {}
     for entity, frame in _entity_frames(spark, layout, ds, ads).items():
-        final = _finalise(frame, entity, ds).orderBy(*ENTITIES[entity].keys)
+        final = _finalise(frame, entity, ds, cfg.feature_delay).orderBy(*ENTITIES[entity].keys)
         with staged_dir(layout.features(entity, ds)) as scratch:
             final.coalesce(1).write.parquet(str(scratch / "spark"))
             # one plain file per ds so that Feast's source is a simple glob over days
@@ -199,7 +201,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         "ds": ds,
         "rows": rows,
         "features": {entity: len(batch_features(entity)) for entity in FEATURE_ENTITIES},
-        "event_timestamp": feature_event_time(ds).isoformat(),
+        "event_timestamp": feature_event_time(ds, cfg.feature_delay).isoformat(),
         "output_paths": {entity: str(layout.features(entity, ds)) for entity in FEATURE_ENTITIES},
         "seconds": round(time.time() - started, 2),
     }

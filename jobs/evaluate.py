@@ -41,15 +41,23 @@ def _oracle(layout: Layout, ds: str, holdout: Any) -> np.ndarray | None:
     return None if joined["p_click"].isna().any() else joined["p_click"].to_numpy()
 
 
-def _champion_predictions(layout: Layout, holdout: Any) -> tuple[str, np.ndarray] | None:
-    """Scores of the live bundle's ranker on the same holdout, so the gate compares like with like."""
+def _champion_predictions(layout: Layout, ds: str, holdout: Any) -> tuple[str, np.ndarray | None]:
+    """Scores of the live bundle's ranker on the same holdout, so the gate compares like with like.
+
+    Only a champion whose data (training, validation and calibration days) all precede the holdout
+    day is eligible: one that has seen the holdout day (a backfill of an older day) would win unfairly.
+    Returns the champion's version, or why there is none, and its scores (None when ineligible).
+    """
     from core.bundle import current_bundle_dir, read_manifest
     from models.predictor import Predictor
 
     bundle = current_bundle_dir(layout)
     if bundle is None:
-        return None
+        return "no champion yet", None
     manifest = read_manifest(bundle)
+    newest = max(day for split, days in manifest["data_dates"].items() if split != "holdout" for day in days)
+    if newest >= ds:
+        return f"champion {manifest['version']} trained on data up to {newest}, not before the holdout day {ds}", None
     predictor = Predictor.load(bundle / "ranker", bundle / "calibrator.json")
     return manifest["version"], predictor.predict(holdout)
 
@@ -84,16 +92,53 @@ def _plots(directory: Path, labels: np.ndarray, preds: dict[str, np.ndarray], re
     return [str(directory / "reliability.png"), str(directory / "roc.png")]
 
 
-def gate(cfg: PctrConfig, metrics: dict[str, Any], champion: dict[str, Any] | None) -> tuple[bool, str]:
-    """Promote unless the candidate is clearly worse than the champion on the same holdout."""
-    if metrics["ece"] > cfg.gate.max_ece:
-        return False, f"ece {metrics['ece']:.4f} > {cfg.gate.max_ece}"
-    if champion is None:
-        return True, "no champion yet"
-    drop = champion["auc"] - metrics["auc"]
-    if drop > cfg.gate.max_auc_drop:
-        return False, f"auc {metrics['auc']:.4f} is {drop:.4f} below champion {champion['version']}"
-    return True, f"auc {metrics['auc']:.4f} vs champion {champion['auc']:.4f}"
+def gate(cfg: PctrConfig, metrics: dict[str, Any], champion: dict[str, Any] | None) -> tuple[bool, list[str]]:
+    """Whether the candidate may go live, and every check it failed (or, passing, what it was held to).
+
+    Fails closed: the absolute checks (against the logistic-regression baseline scored on the same rows,
+    calibration bounds relative to the base rate and widened by the holdout's sampling noise, better
+    than predicting the base rate) apply on every run, the first one included; the comparison with the
+    champion is added when an eligible champion exists.
+    """
+    g = cfg.gate
+    failed: list[str] = []
+    if metrics["auc"] is None or metrics["auc"] < metrics["baseline_auc"] - g.baseline_auc_tolerance:
+        failed.append(f"auc {metrics['auc']} below the baseline's {metrics['baseline_auc']:.4f}")
+    oe_margin = g.oe_noise_z * metrics["oe_sd"]
+    low, high = g.oe_band[0] - oe_margin, g.oe_band[1] + oe_margin
+    if not low <= metrics["oe_ratio"] <= high:
+        failed.append(f"O/E {metrics['oe_ratio']:.3f} outside [{low:.3f}, {high:.3f}]")
+    if metrics["normalized_entropy"] >= g.max_normalized_entropy:
+        failed.append(f"normalized entropy {metrics['normalized_entropy']:.4f} >= {g.max_normalized_entropy}")
+    max_ece = g.max_relative_ece * metrics["base_rate"] + g.ece_noise_multiple * metrics["ece_noise"]
+    if metrics["ece"] > max_ece:
+        failed.append(f"ECE {metrics['ece']:.5f} > {max_ece:.5f} (base rate {metrics['base_rate']:.4f})")
+    if champion is not None:
+        drop = champion["auc"] - metrics["auc"]
+        if drop > g.max_auc_drop:
+            failed.append(f"auc {metrics['auc']:.4f} is {drop:.4f} below champion {champion['version']}")
+        increase = metrics["logloss"] / champion["logloss"] - 1.0
+        if increase > g.max_relative_logloss_increase:
+            failed.append(f"logloss {metrics['logloss']:.5f} is {increase:.1%} above champion {champion['version']}")
+    if failed:
+        return False, failed
+    against = f"champion {champion['version']} (auc {champion['auc']:.4f})" if champion else "no eligible champion"
+    return True, [f"auc {metrics['auc']:.4f} vs baseline {metrics['baseline_auc']:.4f} and {against}"]
+
+
+def holdout_metrics(
+    labels: np.ndarray, preds: np.ndarray, baseline_preds: np.ndarray, segments: dict[str, np.ndarray] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the gate reads (the candidate's summary metrics, the baseline's, the holdout's sampling noise)
+    and the candidate's full report."""
+    from models.metrics import calibration_noise, evaluate
+
+    report = evaluate(labels, preds, segments=segments)
+    baseline = evaluate(labels, baseline_preds)
+    noise = calibration_noise(report["reliability"])
+    metrics = {k: report[k] for k in SUMMARY_METRICS}
+    metrics |= {"base_rate": report["base_rate"], "ece_noise": noise["ece"], "oe_sd": noise["oe_sd"]}
+    return metrics | {"baseline_auc": baseline["auc"], "baseline_logloss": baseline["logloss"]}, report
 
 
 def run(cfg: PctrConfig, ds: str) -> Stats:
@@ -110,11 +155,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     ranker = Predictor.load(ranker_dir(cfg, ds) / "saved_model", calibrator_path(cfg, ds, "ranker"))
     baseline = Predictor.load(ranker_dir(cfg, ds) / "baseline_saved_model", calibrator_path(cfg, ds, "baseline"))
     preds = {"ranker": ranker.predict(holdout), "baseline": baseline.predict(holdout)}
-    report = evaluate(labels, preds["ranker"], segments=segments(holdout))
-    baseline_metrics = evaluate(labels, preds["baseline"])
-    metrics = {k: report[k] for k in SUMMARY_METRICS}
-    metrics["baseline_auc"] = baseline_metrics["auc"]
-    metrics["baseline_logloss"] = baseline_metrics["logloss"]
+    metrics, report = holdout_metrics(labels, preds["ranker"], preds["baseline"], segments(holdout))
     oracle = _oracle(layout, ds, holdout)
     if oracle is not None:
         oracle_metrics = evaluate(labels, oracle)
@@ -123,11 +164,11 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         preds["oracle"] = oracle
 
     champion = None
-    scored = _champion_predictions(layout, holdout)
-    if scored is not None:
-        version, champion_preds = scored
-        champion = {"version": version, **{k: evaluate(labels, champion_preds)[k] for k in ("auc", "logloss")}}
-    promote, reason = gate(cfg, metrics, champion)
+    version_or_reason, champion_preds = _champion_predictions(layout, ds, holdout)
+    if champion_preds is not None:
+        scores = evaluate(labels, champion_preds)
+        champion = {"version": version_or_reason, "auc": scores["auc"], "logloss": scores["logloss"]}
+    promote, reasons = gate(cfg, metrics, champion)
     out_dir = evaluation_dir(cfg, ds)
     stats: Stats = {
         "stage": "evaluate",
@@ -138,8 +179,9 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         "reliability": report["reliability"],
         "segments": report.get("segments", {}),
         "champion": champion,
+        "champion_skipped": None if champion else version_or_reason,
         "promote": promote,
-        "gate_reason": reason,
+        "gate_reason": "; ".join(reasons),
         "plots": _plots(out_dir, labels, preds, report["reliability"]),
         "seconds": round(time.time() - started, 2),
     }

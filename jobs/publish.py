@@ -1,4 +1,7 @@
-"""Publish stage: assemble a versioned serving bundle and, if the model was promoted, flip CURRENT to it."""
+"""Publish stage: assemble a versioned serving bundle and, if register promoted the model, flip CURRENT to it.
+
+A retry rewrites the same bundle (``<ds>-v<model version>``, the version a retried register reuses).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,9 @@ import shutil
 import time
 
 from core.bundle import MANIFEST, file_checksums
+from core.champion import point_current
 from core.config import PctrConfig
-from core.io import Stats, read_json, staged_dir, write_json_atomic, write_stats, write_text_atomic
+from core.io import Stats, read_json, staged_dir, write_json_atomic, write_stats
 from core.layout import Layout, calibrator_path, ranker_dir, retrieval_dir
 from jobs.evaluate import load_evaluation
 from jobs.training_set import split_days
@@ -44,7 +48,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         write_json_atomic(scratch / MANIFEST, manifest)
     live = bool(registered["promoted"])
     if live:
-        write_text_atomic(layout.current_pointer, version + "\n")
+        point_current(layout, version)
     stats: Stats = {
         "stage": "publish",
         "ds": ds,

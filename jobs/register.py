@@ -1,10 +1,19 @@
-"""Registry stage: one MLflow run per daily run, a model version per ranker, alias ``champion`` if promoted."""
+"""Registry stage: one MLflow run per (daily run, trained model) with its lineage, a model version, and
+the ``champion`` alias moved if the gate passed and the model's day is not older than the live one's.
+
+A retried ``register`` finds its run by the day and the model's fingerprint and reuses the run and its
+model version instead of logging another. A backfilled (older) day is registered but not promoted:
+moving the alias to it would rewind what is live; ``pctr promote VERSION`` does that on purpose.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from typing import Any
 
+from core.champion import champion, crown
 from core.config import PctrConfig
 from core.io import Stats, read_json, write_stats
 from core.layout import (
@@ -16,26 +25,67 @@ from core.layout import (
     ranker_dir,
     retrieval_dir,
 )
-from core.tracking import mlflow_client, tracking_uri
+from core.tracking import code_version, mlflow_client, tracking_uri
 from jobs.evaluate import load_evaluation
+from jobs.training_set import split_days
+from models.features import RANKER_SERVICE
 
-CHAMPION = "champion"
+RUN_KEY_TAG = "pctr_run_key"
+FINGERPRINT_TAG = "pctr_model_fingerprint"
 
 
 def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     return {f"{prefix}.{k}": (",".join(map(str, v)) if isinstance(v, tuple | list) else v) for k, v in values.items()}
 
 
-def run(cfg: PctrConfig, ds: str) -> Stats:
-    """Log params, metrics, plots and the ranker to MLflow; register it; move ``champion`` if the gate passed."""
+def _sha256(path: Any) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def lineage(cfg: PctrConfig, ds: str) -> dict[str, str]:
+    """What the model was made from: the code, the effective configuration, the data and its features."""
+    layout = Layout(cfg.home)
+    days = sorted({day for kind, days in split_days(cfg, ds).values() if kind == "joined" for day in days})
+    checksums = {day: read_json(layout.joined(day) / "_stats.json")["checksum"] for day in days}
+    splits = read_json(layout.training_set(ds) / "_stats.json")["splits"]
+    config = cfg.model_dump_json(exclude={"home"})
+    return {
+        "code_version": code_version(),
+        "config_sha256": hashlib.sha256(config.encode()).hexdigest(),
+        "joined_checksums": json.dumps(checksums, sort_keys=True),
+        "training_set_rows": json.dumps({split: counts["rows"] for split, counts in splits.items()}, sort_keys=True),
+        "feature_service": RANKER_SERVICE,
+    }
+
+
+def _logged_run(client: Any, run_key: str, fingerprint: str) -> tuple[str, str | None] | None:
+    """(run id, model version or None) of a previous attempt at this day's run of this very model."""
+    from core.tracking import EXPERIMENT
+
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.{RUN_KEY_TAG} = '{run_key}' and tags.{FINGERPRINT_TAG} = '{fingerprint}'",
+    )
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    versions = client.search_model_versions(f"run_id = '{run_id}'")
+    return run_id, str(versions[0].version) if versions else None
+
+
+def _log_run(cfg: PctrConfig, ds: str, evaluation: Stats, tags: dict[str, str], run_id: str | None) -> tuple[str, str]:
+    """Log params, metrics, lineage, plots and the ranker to the day's MLflow run (a new one unless an
+    attempt that stopped before registering left one); register the ranker."""
     import mlflow
 
     from models.features import MODEL_FEATURES
     from models.pyfunc import RankerPyfunc
 
-    started = time.time()
-    client = mlflow_client(cfg)
-    evaluation = load_evaluation(cfg, ds)
     retrieval = read_json(retrieval_dir(cfg, ds) / "_stats.json")
     training = read_json(ranker_dir(cfg, ds) / "_stats.json")
     metrics = {k: v for k, v in evaluation["metrics"].items() if v is not None}
@@ -46,8 +96,8 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
             **{k: v for k, v in retrieval.items() if k.startswith("recall_at_") and v is not None},
         }
     )
-    with mlflow.start_run(run_name=f"daily-{ds}") as active:
-        mlflow.set_tags({"ds": ds, "promote": str(evaluation["promote"]), "gate_reason": evaluation["gate_reason"]})
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"daily-{ds}") as active:
+        mlflow.set_tags(tags)
         mlflow.log_params({**_flat("train", cfg.train.model_dump()), **_flat("join", cfg.join.model_dump())})
         mlflow.log_metrics(metrics)
         mlflow.log_artifacts(str(evaluation_dir(cfg, ds)), "evaluation")
@@ -65,12 +115,46 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
             registered_model_name=cfg.model_name,
             metadata={"features": [f.name for f in MODEL_FEATURES], "ds": ds},
         )
-        run_id = active.info.run_id
-    version = str(info.registered_model_version)
+        return active.info.run_id, str(info.registered_model_version)
+
+
+def promotion(evaluation: Stats, live: Any, ds: str, version: str) -> tuple[bool, str]:
+    """Whether this version becomes champion, and why (or why not)."""
+    if not evaluation["promote"]:
+        return False, f"refused by the gate: {evaluation['gate_reason']}"
+    # a rerun of the live model's own day may replace it (the gate compared them); an older day may not
+    if live is not None and live.version != version and live.ds > ds:
+        return False, (
+            f"registered only: champion {live.version} closed {live.ds}, after {ds}; "
+            f"`pctr promote {version}` makes this version live"
+        )
+    return True, f"promoted: {evaluation['gate_reason']}"
+
+
+def run(cfg: PctrConfig, ds: str) -> Stats:
+    """Register the day's ranker once (a retry reuses the run and version); move ``champion`` if it may go live."""
+    started = time.time()
+    client = mlflow_client(cfg)
+    evaluation = load_evaluation(cfg, ds)
+    run_key = f"daily/{ds}"
+    fingerprint = _sha256(ranker_dir(cfg, ds) / RANKER_WEIGHTS)
+    run_id, version = _logged_run(client, run_key, fingerprint) or (None, None)
+    if version is None:
+        tags = {
+            "ds": ds,
+            RUN_KEY_TAG: run_key,
+            FINGERPRINT_TAG: fingerprint,
+            "gate_reason": evaluation["gate_reason"],
+            **{f"lineage.{k}": v for k, v in lineage(cfg, ds).items()},
+        }
+        run_id, version = _log_run(cfg, ds, evaluation, tags, run_id)
     client.set_model_version_tag(cfg.model_name, version, "ds", ds)
-    if evaluation["promote"]:
-        client.set_registered_model_alias(cfg.model_name, CHAMPION, version)
-    champion = _champion_version(client, cfg.model_name)
+    promoted, reason = promotion(evaluation, champion(client, cfg.model_name), ds, version)
+    client.set_model_version_tag(cfg.model_name, version, "promotion", reason)
+    client.set_tag(run_id, "promotion", reason)
+    if promoted:
+        crown(client, cfg.model_name, version)
+    live = champion(client, cfg.model_name)
     stats: Stats = {
         "stage": "register",
         "ds": ds,
@@ -78,18 +162,10 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         "model_name": cfg.model_name,
         "model_version": version,
         "model_uri": f"models:/{cfg.model_name}/{version}",
-        "promoted": bool(evaluation["promote"]),
-        "champion_version": champion,
+        "promoted": promoted,
+        "promotion": reason,
+        "champion_version": live.version if live else None,
         "tracking_uri": tracking_uri(cfg),
         "seconds": round(time.time() - started, 2),
     }
     return write_stats(Layout(cfg.home).stage_output("register", ds), stats)
-
-
-def _champion_version(client: Any, name: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException:
-        return None

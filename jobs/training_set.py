@@ -6,7 +6,9 @@ Temporal splits (nothing from a later slice is ever used to fit an earlier stage
 - calibration: un-downsampled eval sample of ds-1 (fits the calibrator)
 - holdout:     un-downsampled eval sample of ds (all reported metrics)
 Each impression at time t gets the batch features with event time <= t from Feast
-(``get_historical_features`` with the ``ranker_v1`` service): the values of the day before.
+(``get_historical_features`` with the ``ranker_v1`` service): those of the newest day whose features
+existed at t (``core.layout.feature_event_time``), the day before in most hours, two days before in the
+first hours of a day, as serving would have had them.
 """
 
 from __future__ import annotations

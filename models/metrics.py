@@ -99,6 +99,25 @@ def ece(labels: np.ndarray, preds: np.ndarray, weights: np.ndarray | None = None
     return float(sum(b["weight"] / total * abs(b["mean_pred"] - b["observed"]) for b in bins))
 
 
+def calibration_noise(bins: list[dict[str, float]]) -> dict[str, float]:
+    """How far a PERFECTLY calibrated model's ECE and O/E stray on this sample, from its reliability bins.
+
+    ``ece``: the expected ECE of a calibrated model, ``sqrt(2/pi) * sum_b sqrt(n_b m_b (1 - m_b)) / n``
+    (a bin's observed rate is then a binomial mean around its predictions ``m_b``). ``oe_sd``: the
+    standard deviation of O/E, ``sqrt(sum n_b m_b (1 - m_b)) / sum n_b m_b``. Using the bin means
+    instead of every prediction overstates both a little (Jensen), so tolerances built on them err
+    towards passing a calibrated model, not towards passing a miscalibrated one by much: on 200k rows at
+    1.5% CTR both are below 0.1 percentage points.
+    """
+    counts = np.array([b["weight"] for b in bins])
+    means = np.array([b["mean_pred"] for b in bins])
+    variance = counts * means * (1.0 - means)
+    return {
+        "ece": float(np.sqrt(2.0 / np.pi) * np.sum(np.sqrt(variance)) / counts.sum()),
+        "oe_sd": float(np.sqrt(variance.sum()) / max(float(np.sum(counts * means)), EPS)),
+    }
+
+
 def _segment_metrics(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, float | None]:
     return {
         "auc": auc(y, p, w),

@@ -2,7 +2,8 @@
 
 ``create_app`` returns the FastAPI app without loading anything; once it starts, a background
 thread loads the bundle named by CURRENT, retrying every ``RETRY_SECONDS`` (so the service may start
-before the first publish) while ``/readyz`` answers 503. ``POST /admin/reload`` builds an engine on
+before the first publish) while ``/readyz`` answers 503, then follows CURRENT: a new bundle named there
+is loaded and swapped in while the old one serves. ``POST /admin/reload`` builds an engine on
 the bundle CURRENT names now and swaps it in by one assignment: requests in flight finish on the
 engine they started with. Endpoints are plain ``def``: FastAPI runs them in its thread pool, and the
 TensorFlow and FAISS calls release the GIL.
@@ -115,6 +116,11 @@ class Metrics:
         self.bundle = Info("pctr_bundle", "The bundle being served", registry=self.registry)
 
 
+def _current_version(layout: Layout) -> str | None:
+    pointer = layout.current_pointer
+    return pointer.read_text().strip() if pointer.exists() else None
+
+
 class Engines:
     """The live engine and its (re)loads; a load that fails leaves the live engine serving."""
 
@@ -147,17 +153,24 @@ class Engines:
             logger.info("serving bundle %s (model version %s)", engine.version, engine.model_version)
             return engine
 
-    def load_until_ready(self, stop: threading.Event) -> None:
-        # An /admin/reload may succeed while this waits; then there is nothing left to do.
-        while self.engine is None and not stop.is_set():
-            try:
-                self.reload()
-                return
-            except Exception as err:
-                # before the first publish this repeats every few seconds: no traceback for that
-                quiet = isinstance(err, FileNotFoundError)
-                logger.warning("%s; retrying in %.0f s", self.error, RETRY_SECONDS, exc_info=not quiet)
-                stop.wait(RETRY_SECONDS)
+    def follow_current(self, stop: threading.Event) -> None:
+        """Load the bundle CURRENT names, then follow it: a publish, ``pctr promote`` or ``pctr rollback``
+        goes live without a restart. Checked every ``serving.watch_seconds`` (``RETRY_SECONDS`` until the
+        first load); a bundle that fails to load is not retried until CURRENT names another one."""
+        failed: str | None = None
+        while not stop.is_set():
+            wanted = _current_version(Layout(self.cfg.home))
+            live = self.engine.version if self.engine is not None else None
+            if wanted != live and (wanted != failed or live is None):
+                try:
+                    self.reload()
+                    failed = None
+                except Exception as err:
+                    failed = wanted
+                    # before the first publish this repeats every few seconds: no traceback for that
+                    quiet = isinstance(err, FileNotFoundError)
+                    logger.warning("%s; still serving %s", self.error, live, exc_info=not quiet)
+            stop.wait(RETRY_SECONDS if self.engine is None else self.cfg.serving.watch_seconds)
 
     def live(self) -> RankingEngine:
         engine = self.engine
@@ -174,7 +187,7 @@ def create_app(cfg: PctrConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
-        threading.Thread(target=engines.load_until_ready, args=(stop,), name="bundle-loader", daemon=True).start()
+        threading.Thread(target=engines.follow_current, args=(stop,), name="bundle-loader", daemon=True).start()
         yield
         stop.set()
 

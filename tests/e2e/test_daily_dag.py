@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import json
 import os
 import re
 import shutil
@@ -208,6 +209,72 @@ def test_sigterm_stops_the_demo_and_every_process_it_started(copied_home: Path) 
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _online_user_values(cfg, user_ids: list[str]) -> dict:
+    from feature_repo.definitions import view_refs
+    from feature_repo.store import feature_store
+
+    store = feature_store(cfg)
+    return store.get_online_features(
+        features=view_refs("user"), entity_rows=[{"user_id": u} for u in user_ids]
+    ).to_dict()
+
+
+def test_a_backfilled_older_day_is_registered_without_rewinding_what_is_live(
+    copied_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The day before the closed one, run again from materialize on (as a backfill would): it registers a
+    version, but champion, CURRENT and the online store stay on the newer day; then promote and rollback."""
+    import pandas as pd
+
+    from core.champion import champion, history, promote, rollback
+    from core.layout import Layout, shift_ds
+    from core.tracking import mlflow_client
+    from jobs.pipeline import STAGES_BY_NAME, run_stage
+
+    for key, value in {"PCTR_HOME": str(copied_home), **DEMO_ENV}.items():
+        monkeypatch.setenv(key, value)
+    cfg = load_config()
+    layout = Layout(cfg.home)
+    summary = read_json(copied_home / "demo" / "summary.json")
+    older = shift_ds(summary["ds"], -1)
+    users = pd.read_parquet(layout.features("user", summary["ds"]) / "features.parquet")["user_id"].head(20).tolist()
+    online_before = _online_user_values(cfg, users)
+    current_before = layout.current_pointer.read_text()
+
+    first = DAILY_STAGES.index(STAGES_BY_NAME["materialize"])
+    stats = {stage.name: run_stage(cfg, stage.name, older) for stage in DAILY_STAGES[first:]}
+
+    assert set(stats["materialize"]["skipped_online_holds_newer"]) == {
+        f"{e}_features" for e in ("user", "ad", "advertiser", "user_category")
+    }
+    assert _online_user_values(cfg, users) == online_before
+    assert "not before the holdout day" in stats["evaluate"]["champion_skipped"]
+    registered = stats["register"]
+    assert registered["model_version"] != summary["model_version"] and registered["promoted"] is False
+    assert registered["champion_version"] == summary["model_version"]
+    assert layout.current_pointer.read_text() == current_before
+    assert stats["publish"]["flipped"] is False
+
+    # a retried register reuses its run and model version
+    again = run_stage(cfg, "register", older)
+    assert (again["run_id"], again["model_version"]) == (registered["run_id"], registered["model_version"])
+    client = mlflow_client(cfg)
+    assert len(client.search_model_versions(f"name = '{cfg.model_name}'")) == 2
+    tags = client.get_run(registered["run_id"]).data.tags
+    assert tags["lineage.feature_service"] == "ranker_v1"
+    assert set(json.loads(tags["lineage.joined_checksums"])) == {shift_ds(older, -d) for d in (1, 2, 3)}
+
+    promote(cfg, registered["model_version"])
+    assert champion(client, cfg.model_name).version == registered["model_version"]
+    assert layout.current_pointer.read_text().strip() == stats["publish"]["version"]
+    rollback(cfg)
+    assert champion(client, cfg.model_name).version == summary["model_version"]
+    assert layout.current_pointer.read_text() == current_before
+    assert history(client, cfg.model_name) == [summary["model_version"]]
+    with pytest.raises(LookupError, match="no previous champion"):
+        rollback(cfg)
 
 
 def test_a_rerun_warm_started_from_the_champion_starts_from_its_weights(

@@ -41,7 +41,7 @@ KEYS: dict[str, dict[str, list[str]]] = {
 STALE = "user_ctr_7d"
 
 
-def _feature_table(entity: Entity, ds: str, rng: np.random.Generator) -> pd.DataFrame:
+def _feature_table(entity: Entity, ds: str, rng: np.random.Generator, delay: dt.timedelta) -> pd.DataFrame:
     """One entity's feature file of ds as build_features writes it (spec columns, spec types, event times)."""
     columns: dict[str, object] = dict(KEYS[entity])
     n = len(next(iter(KEYS[entity].values())))
@@ -50,7 +50,7 @@ def _feature_table(entity: Entity, ds: str, rng: np.random.Generator) -> pd.Data
             columns[f.name] = [f"{f.name}_{i}" for i in rng.integers(0, 4, n)]
         else:
             columns[f.name] = (100 * rng.random(n)).astype(np.float32)
-    ts = pd.Timestamp(feature_event_time(ds)).as_unit("us")
+    ts = pd.Timestamp(feature_event_time(ds, delay)).as_unit("us")
     return pd.DataFrame(columns).assign(event_timestamp=ts, created_timestamp=ts)
 
 
@@ -66,7 +66,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[PctrConfig, dict[str
         rng = np.random.default_rng(seed)
         tables[ds] = {}
         for entity in FEATURE_ENTITIES:
-            table = _feature_table(entity, ds, rng)
+            table = _feature_table(entity, ds, rng, cfg.feature_delay)
             layout.features(entity, ds).mkdir(parents=True)
             table.to_parquet(layout.features(entity, ds) / "features.parquet", index=False)
             tables[ds][entity] = table.set_index(list(ENTITIES[entity].keys))
@@ -106,7 +106,8 @@ def write_log(cfg: PctrConfig, ds: str, features_of: dict[str, pd.DataFrame], n:
     for start in range(0, n, 3):
         if start == restart_at:
             exposures.clear()
-        now = day_bounds(ds)[0] + dt.timedelta(hours=2 * start // 3, minutes=7, seconds=1.5)
+        # after the previous day's features exist: served and offline values are then of the same day
+        now = day_bounds(ds)[0] + cfg.feature_delay + dt.timedelta(hours=start // 3, minutes=7, seconds=1.5)
         records = []
         for i in range(start, min(start + 3, n)):
             ad = i % len(KEYS["ad"]["ad_id"])

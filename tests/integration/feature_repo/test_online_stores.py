@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from core.config import load_config
-from core.layout import Layout, day_bounds, feature_event_time
+from core.layout import Layout, feature_event_time, feature_window
 from feature_repo.definitions import view_refs
 from feature_repo.store import feature_store
 from models.features import ENTITIES, batch_features
@@ -27,9 +28,9 @@ KEYS = {
 }
 
 
-def _write_features(layout: Layout) -> dict[str, pd.DataFrame]:
+def _write_features(layout: Layout, delay: dt.timedelta) -> dict[str, pd.DataFrame]:
     """Feature files of DS for every entity as build_features writes them, indexed by their keys."""
-    event = pd.Timestamp(feature_event_time(DS)).as_unit("us")
+    event = pd.Timestamp(feature_event_time(DS, delay)).as_unit("us")
     frames = {}
     for entity, spec in ENTITIES.items():
         frame = pd.DataFrame(KEYS[entity])
@@ -67,9 +68,9 @@ def test_materialized_day_is_served_online(online_store: str, tmp_path: Path) ->
     cfg.features.online_store = online_store
     cfg.features.redis_connection = REDIS
     cfg.features.project = f"pctr_test_{os.getpid()}"  # a Redis server is shared: keep keys apart
-    expected = _write_features(Layout(tmp_path))
+    expected = _write_features(Layout(tmp_path), cfg.feature_delay)
     store = feature_store(cfg, apply=True)
-    start, end = day_bounds(DS)
+    start, end = feature_window(DS, cfg.feature_delay)
     store.materialize(start_date=start, end_date=end, feature_views=["user_features", "user_category_features"])
 
     online = store.get_online_features(

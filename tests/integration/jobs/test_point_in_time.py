@@ -33,30 +33,53 @@ def splits(tmp_path_factory: pytest.TempPathFactory):
     return cfg, labelled
 
 
-def _expected(labelled: pd.DataFrame, key: str, entity_id: str, ts: pd.Timestamp, days: int) -> tuple[float, float]:
-    """Impressions and clicks of the entity over the ``days`` whole days before the impression's day."""
-    day_start = pd.Timestamp(day_bounds(ts.date().isoformat())[0])
+def _expected(
+    labelled: pd.DataFrame, key: str, entity_id: str, ts: pd.Timestamp, days: int, delay: pd.Timedelta
+) -> tuple[float, float]:
+    """Impressions and clicks of the entity over the ``days`` whole days whose features existed at ``ts``.
+
+    Features of day D exist ``delay`` after D ends (its attribution window and the job's lag): a row at
+    03:00 sees the day before yesterday's, one at noon yesterday's.
+    """
+    newest_day_end = pd.Timestamp(day_bounds((ts - delay).date().isoformat())[0])
     window = labelled[
         (labelled[key] == entity_id)
-        & (labelled["ts"] < day_start)
-        & (labelled["ts"] >= day_start - pd.Timedelta(days=days))
+        & (labelled["ts"] < newest_day_end)
+        & (labelled["ts"] >= newest_day_end - pd.Timedelta(days=days))
     ]
     return float(len(window)), float(window["label"].sum())
 
 
-@pytest.mark.parametrize("split", ["train", "validation", "holdout"])
-def test_batch_features_equal_a_computation_from_strictly_earlier_data(splits, split: str) -> None:
-    cfg, labelled = splits
-    rows = load_split(cfg, DAYS[-1], split).sample(n=60, random_state=1)
+def _check(cfg, labelled: pd.DataFrame, rows: pd.DataFrame) -> int:
     checked = 0
     for _, row in rows.iterrows():
         for entity, key in (("user", "user_id"), ("ad", "ad_id"), ("advertiser", "advertiser_id")):
             for days in WINDOWS_DAYS:
-                impressions, clicks = _expected(labelled, key, row[key], row["ts"], days)
+                impressions, clicks = _expected(labelled, key, row[key], row["ts"], days, cfg.feature_delay)
                 assert row[stat_name(entity, "impressions", days)] == pytest.approx(impressions, rel=1e-5, abs=1e-4)
                 assert row[stat_name(entity, "clicks", days)] == pytest.approx(clicks, abs=1e-4)
                 checked += 1
-    assert checked == 60 * 3 * len(WINDOWS_DAYS)
+    return checked
+
+
+@pytest.mark.parametrize("split", ["train", "validation", "holdout"])
+def test_batch_features_equal_a_computation_from_data_whose_features_existed(splits, split: str) -> None:
+    cfg, labelled = splits
+    rows = load_split(cfg, DAYS[-1], split).sample(n=60, random_state=1)
+    assert _check(cfg, labelled, rows) == 60 * 3 * len(WINDOWS_DAYS)
+
+
+def test_a_row_before_the_attribution_window_closed_sees_the_features_of_two_days_before(splits) -> None:
+    """At 03:00 on D+1 the clicks of D are still arriving: serving has D-1's features, and so has training."""
+    cfg, labelled = splits
+    holdout = load_split(cfg, DAYS[-1], "holdout")
+    early = holdout[holdout["ts"] < pd.Timestamp(DAYS[-1], tz="UTC") + cfg.feature_delay].sample(n=30, random_state=2)
+    assert _check(cfg, labelled, early) == 30 * 3 * len(WINDOWS_DAYS)
+    # with features stamped at the end of their day (no delay) some of these rows would count other clicks
+    leaky = [
+        _expected(labelled, "user_id", row["user_id"], row["ts"], 7, pd.Timedelta(0))[0] for _, row in early.iterrows()
+    ]
+    assert (early["user_impressions_7d"].to_numpy() != leaky).any()
 
 
 def test_rows_carry_the_catalog_bid_of_their_ad(splits) -> None:

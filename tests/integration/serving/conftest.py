@@ -27,13 +27,16 @@ import pytest
 from core.bundle import MANIFEST, file_checksums
 from core.config import PctrConfig, ServingConfig, TrainConfig, load_config
 from core.io import write_json_atomic, write_text_atomic
-from core.layout import Layout, day_bounds, feature_event_time
+from core.layout import Layout, feature_event_time, feature_window
 from models.features import CATEGORY_KEY, FEATURE_ENTITIES, MODEL_FEATURES, Entity, Feature, batch_features
 
 N_ADS = 50
 N_ADVERTISERS = 10
 USERS = ("u1", "u2", "u3", "u4")
-SERVING = ServingConfig(retrieval_k=20, max_ads_per_advertiser=1, frequency_cap=2, reserve_price=0.05)
+# CURRENT is not followed unless a test asks for it: the others swap bundles with /admin/reload
+SERVING = ServingConfig(
+    retrieval_k=20, max_ads_per_advertiser=1, frequency_cap=2, reserve_price=0.05, watch_seconds=3600.0
+)
 TRAIN = TrainConfig(embedding_dim=4, max_hash_buckets=1024, hidden_units=(16, 8), retrieval_dim=8)
 # slope 1, intercept 0 and no downsampling: the identity, i.e. the raw scores TF Serving would return
 IDENTITY_CALIBRATOR = '{"method": "platt", "neg_rate": 1.0, "x": [], "y": [], "slope": 1.0, "intercept": 0.0}'
@@ -57,10 +60,12 @@ def spec_values(features: list[Feature], n: int, rng: np.random.Generator) -> di
     return out
 
 
-def feature_table(entity: Entity, keys: pd.DataFrame, rng: np.random.Generator, ds: str) -> pd.DataFrame:
+def feature_table(
+    entity: Entity, keys: pd.DataFrame, rng: np.random.Generator, ds: str, delay: dt.timedelta
+) -> pd.DataFrame:
     """One entity's feature file of ``ds`` as build_features writes it; ``keys`` holds its key columns."""
     frame = keys.reset_index(drop=True).assign(**spec_values(batch_features(entity), len(keys), rng))
-    ts = pd.Timestamp(feature_event_time(ds)).as_unit("us")
+    ts = pd.Timestamp(feature_event_time(ds, delay)).as_unit("us")
     return frame.assign(event_timestamp=ts, created_timestamp=ts)
 
 
@@ -143,11 +148,11 @@ def feast_repo(
     }
     for entity in FEATURE_ENTITIES:
         layout.features(entity, feature_day).mkdir(parents=True)
-        feature_table(entity, keys[entity], rng, feature_day).to_parquet(
+        feature_table(entity, keys[entity], rng, feature_day, cfg.feature_delay).to_parquet(
             layout.features(entity, feature_day) / "features.parquet", index=False
         )
     store = feature_store(cfg, apply=True)
-    start, end = day_bounds(feature_day)
+    start, end = feature_window(feature_day, cfg.feature_delay)
     store.materialize(start_date=start, end_date=end, feature_views=[view_name("user"), view_name("user_category")])
     return layout.feast_repo
 

@@ -1,7 +1,11 @@
+import time
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from core.io import write_text_atomic
+from core.layout import Layout
 from serving.app import create_app
 from serving.engine import RankingEngine
 
@@ -38,6 +42,33 @@ def test_reload_swaps_bundles_and_refuses_a_tampered_one(make_home, publish, ide
 
     with pytest.raises(ValueError, match="does not match its manifest"):
         RankingEngine.load(tampered, cfg)
+
+
+def _wait_for_version(client: TestClient, version: str, timeout_s: float = 30.0) -> None:
+    deadline = time.time() + timeout_s
+    while client.get("/readyz").json().get("version") != version:
+        assert time.time() < deadline, client.get("/readyz").json()
+        time.sleep(0.1)
+
+
+def test_the_service_follows_current_without_a_reload(make_home, publish, identity_calibrator):
+    """A publish, `pctr promote` or `pctr rollback` only replaces CURRENT: the service loads what it names."""
+    cfg = make_home(watch_seconds=0.2)
+    publish(cfg, "v1", "1")
+    with TestClient(create_app(cfg)) as client:
+        _wait_for_version(client, "v1")
+        publish(cfg, "v2", "2")
+        _wait_for_version(client, "v2")
+        assert client.post("/v1/rank", json=REQUEST).json()["model_version"] == "2"
+
+        tampered = publish(cfg, "v3", "3")
+        (tampered / "calibrator.json").write_text(identity_calibrator)
+        time.sleep(1.0)  # several checks of CURRENT: v3 fails to load and v2 keeps serving
+        assert client.get("/readyz").json()["version"] == "v2"
+        assert client.post("/v1/rank", json=REQUEST).json()["model_version"] == "2"
+
+        write_text_atomic(Layout(cfg.home).current_pointer, "v1\n")  # what a rollback does
+        _wait_for_version(client, "v1")
 
 
 def test_exploration_gives_the_last_slot_to_a_new_ad_at_the_reserve(make_home, publish, ads_table):

@@ -34,6 +34,9 @@ DEMO_ENV = {
     "PCTR_TRAIN__BATCH_SIZE": "256",
     "PCTR_SERVING__PORT": "18501",
     "PCTR_JOIN__NEG_RATE": "0.3",
+    # two epochs on 20k-impression days do not beat predicting the base rate (normalized entropy 1.1):
+    # the gate's other checks apply; its refusals are tested in tests/unit/jobs/test_evaluate.py
+    "PCTR_GATE__MAX_NORMALIZED_ENTROPY": "1.5",
 }
 # fails the first task of the closed day (its gate: every bid above the maximum), so a failing run is short
 FAILING_ENV = {**DEMO_ENV, "PCTR_JOIN__MAX_BID": "0.001"}

@@ -34,9 +34,11 @@ DEMO_ENV = {
     "PCTR_TRAIN__BATCH_SIZE": "256",
     "PCTR_SERVING__PORT": "18501",
     "PCTR_JOIN__NEG_RATE": "0.3",
-    # two epochs on 20k-impression days do not beat predicting the base rate (normalized entropy 1.1):
-    # the gate's other checks apply; its refusals are tested in tests/unit/jobs/test_evaluate.py
+    # two epochs on 20k-impression days beat neither the base rate nor the baseline reliably (measured:
+    # normalized entropy 1.10 in one run, AUC 0.607 against the baseline's 0.643 in another): the gate's
+    # calibration checks apply; its refusals are tested in tests/unit/jobs/test_evaluate.py
     "PCTR_GATE__MAX_NORMALIZED_ENTROPY": "1.5",
+    "PCTR_GATE__BASELINE_AUC_TOLERANCE": "0.2",
 }
 # fails the first task of the closed day (its gate: every bid above the maximum), so a failing run is short
 FAILING_ENV = {**DEMO_ENV, "PCTR_JOIN__MAX_BID": "0.001"}

@@ -363,10 +363,7 @@ def run_info() -> dict[str, Any]:
     """The machine (cores, memory, Python), the checkout's commit (``dirty``: uncommitted changes) and the date."""
     import psutil
 
-    repo = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+    from core.tracking import git_state
 
     return {
         "machine": {
@@ -374,7 +371,7 @@ def run_info() -> dict[str, Any]:
             "memory_mib": round(psutil.virtual_memory().total / MIB),
             "python": platform.python_version(),
         },
-        "git": {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))},
+        "git": git_state(),
         "date": _now(),
     }
 

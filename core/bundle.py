@@ -8,11 +8,10 @@ service, data dates, checksums of every file).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
-from core.io import read_json
+from core.io import read_json, sha256_file
 from core.layout import Layout
 
 MANIFEST = "manifest.json"
@@ -20,14 +19,8 @@ MANIFEST = "manifest.json"
 
 def file_checksums(bundle: Path) -> dict[str, str]:
     """sha256 of every file in the bundle except the manifest, keyed by relative path."""
-    out = {}
-    for path in sorted(p for p in bundle.rglob("*") if p.is_file() and p.name != MANIFEST):
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        out[str(path.relative_to(bundle))] = digest.hexdigest()
-    return out
+    files = sorted(p for p in bundle.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return {str(path.relative_to(bundle)): sha256_file(path) for path in files}
 
 
 def read_manifest(bundle: Path) -> dict[str, Any]:
@@ -44,11 +37,17 @@ def verify(bundle: Path) -> dict[str, Any]:
     return manifest
 
 
+def current_version(layout: Layout) -> str | None:
+    """The bundle version CURRENT names, or None before the first publish."""
+    pointer = layout.current_pointer
+    return pointer.read_text().strip() if pointer.exists() else None
+
+
 def current_bundle_dir(layout: Layout) -> Path | None:
     """The live bundle named by CURRENT, or None before the first publish."""
-    if not layout.current_pointer.exists():
+    version = current_version(layout)
+    if version is None:
         return None
-    version = layout.current_pointer.read_text().strip()
     bundle = layout.bundles / version
     if not (bundle / MANIFEST).exists():
         raise FileNotFoundError(f"CURRENT names bundle {version!r}, but {bundle} has no {MANIFEST}")

@@ -63,17 +63,26 @@ def download_ranker_weights(cfg: PctrConfig, ref: str, dest: Path) -> tuple[str,
     return str(version.version), paths[0], paths[1]
 
 
-def code_version() -> str:
-    """The commit of this checkout (``-dirty`` with uncommitted changes), or the installed package's version."""
+def git_state() -> dict[str, Any] | None:
+    """This checkout's commit and whether it has uncommitted changes (None outside a git checkout)."""
     import subprocess
-    from importlib.metadata import version
 
     repo = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True)
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
     except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def code_version() -> str:
+    """The commit of this checkout (``-dirty`` with uncommitted changes), or the installed package's version."""
+    from importlib.metadata import version
+
+    state = git_state()
+    if state is None:
         return f"pctr {version('pctr')}"
-    return commit + ("-dirty" if dirty.stdout.strip() else "")
+    return state["commit"] + ("-dirty" if state["dirty"] else "")

@@ -102,8 +102,8 @@ def gate(cfg: PctrConfig, metrics: dict[str, Any], champion: dict[str, Any] | No
     """
     g = cfg.gate
     failed: list[str] = []
-    if metrics["auc"] is None or metrics["auc"] < metrics["baseline_auc"] - g.baseline_auc_tolerance:
-        failed.append(f"auc {metrics['auc']} below the baseline's {metrics['baseline_auc']:.4f}")
+    if metrics["auc"] < metrics["baseline_auc"] - g.baseline_auc_tolerance:
+        failed.append(f"auc {metrics['auc']:.4f} below the baseline's {metrics['baseline_auc']:.4f}")
     oe_margin = g.oe_noise_z * metrics["oe_sd"]
     low, high = g.oe_band[0] - oe_margin, g.oe_band[1] + oe_margin
     if not low <= metrics["oe_ratio"] <= high:

@@ -15,7 +15,7 @@ from typing import Any
 
 from core.champion import champion, crown
 from core.config import PctrConfig
-from core.io import Stats, read_json, write_stats
+from core.io import Stats, read_json, sha256_file, write_stats
 from core.layout import (
     FEATURE_STATS,
     RANKER_WEIGHTS,
@@ -36,14 +36,6 @@ FINGERPRINT_TAG = "pctr_model_fingerprint"
 
 def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     return {f"{prefix}.{k}": (",".join(map(str, v)) if isinstance(v, tuple | list) else v) for k, v in values.items()}
-
-
-def _sha256(path: Any) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def lineage(cfg: PctrConfig, ds: str) -> dict[str, str]:
@@ -137,7 +129,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     client = mlflow_client(cfg)
     evaluation = load_evaluation(cfg, ds)
     run_key = f"daily/{ds}"
-    fingerprint = _sha256(ranker_dir(cfg, ds) / RANKER_WEIGHTS)
+    fingerprint = sha256_file(ranker_dir(cfg, ds) / RANKER_WEIGHTS)
     run_id, version = _logged_run(client, run_key, fingerprint) or (None, None)
     if version is None:
         tags = {

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Info, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, model_validator
 
-from core.bundle import current_bundle_dir
+from core.bundle import current_bundle_dir, current_version
 from core.config import PctrConfig
 from core.layout import Layout
 from models.features import MODEL_FEATURES
@@ -116,11 +116,6 @@ class Metrics:
         self.bundle = Info("pctr_bundle", "The bundle being served", registry=self.registry)
 
 
-def _current_version(layout: Layout) -> str | None:
-    pointer = layout.current_pointer
-    return pointer.read_text().strip() if pointer.exists() else None
-
-
 class Engines:
     """The live engine and its (re)loads; a load that fails leaves the live engine serving."""
 
@@ -159,7 +154,7 @@ class Engines:
         first load); a bundle that fails to load is not retried until CURRENT names another one."""
         failed: str | None = None
         while not stop.is_set():
-            wanted = _current_version(Layout(self.cfg.home))
+            wanted = current_version(Layout(self.cfg.home))
             live = self.engine.version if self.engine is not None else None
             if wanted != live and (wanted != failed or live is None):
                 try:

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,35 +101,56 @@ def prepare_history(cfg: PctrConfig, days: list[str], scale: str) -> None:
             wait_written(ds)
 
 
-def prepare_history_apart(scale: str, children: ChildProcesses) -> None:
-    """``prepare_history`` in a process of its own (``python -m entrypoints.demo --history-only``).
+def start_history_apart(scale: str, children: ChildProcesses) -> subprocess.Popen:
+    """Start ``prepare_history`` in a process of its own (``python -m entrypoints.demo --history-only``).
 
     What the data stages' libraries (Spark's Python side, Great Expectations, Feast) hold stays in the
-    process that imported them: apart, it goes back to the machine before Airflow starts instead of
+    process that imported them: apart, it goes back to the machine before Airflow's tasks start instead of
     adding to every later stage's memory.
     """
-    proc = children.popen([sys.executable, "-m", "entrypoints.demo", "--scale", scale, "--history-only"])
+    return children.popen([sys.executable, "-m", "entrypoints.demo", "--scale", scale, "--history-only"])
+
+
+def wait_history(proc: subprocess.Popen) -> None:
     if proc.wait() != 0:
         raise SystemExit(f"preparing the history failed (exit {proc.returncode})")
 
 
+@dataclass(frozen=True)
+class AirflowApi:
+    """The Execution API server the demo's ``dags test`` reports to, and the environment both share."""
+
+    proc: subprocess.Popen
+    port: int
+    env: dict[str, str]
+
+
+def start_airflow_api(cfg: PctrConfig, children: ChildProcesses) -> AirflowApi:
+    """Migrate Airflow's database and start its Execution API server (readiness is checked before use).
+
+    Both cost half a minute of one core: the demo does them while the history's Spark jobs run.
+    """
+    migrate(cfg)
+    port = free_port()
+    env = dags_test_env(cfg, port)
+    with open(Layout(cfg.home).demo / "airflow_api_server.log", "w") as out:
+        proc = children.popen(api_server_command(port), env=env, stdout=out, stderr=subprocess.STDOUT)
+    return AirflowApi(proc, port, env)
+
+
 def close_day_with_airflow(
-    cfg: PctrConfig, ds: str, children: ChildProcesses, memory: PeakMemory
+    cfg: PctrConfig, ds: str, api: AirflowApi, children: ChildProcesses, memory: PeakMemory
 ) -> dict[str, dict[str, Any]]:
     """Run pctr_daily for ds with ``airflow dags test --use-executor``; each task's final state and seconds.
 
     The terminal gets each task's start and end and the training's epoch lines; a failed task stops
     Airflow at once and ends the demo (SystemExit) after printing the task's log tail. Each task is a
-    phase of ``memory``.
+    phase of ``memory``. The API server is stopped on the way out.
     """
     layout = Layout(cfg.home)
-    migrate(cfg)
-    port = free_port()
-    env = dags_test_env(cfg, port)
-    with open(layout.demo / "airflow_api_server.log", "w") as out:
-        api = children.popen(api_server_command(port), env=env, stdout=out, stderr=subprocess.STDOUT)
+    env = api.env
     try:
-        wait_api_ready(port, api)
+        wait_api_ready(api.port, api.proc)
         log_path = layout.demo / "airflow_dags_test.log"
         print(f"airflow dags test pctr_daily {ds} --use-executor, one task at a time (output: {log_path})", flush=True)
         proc = children.popen(
@@ -147,7 +169,7 @@ def close_day_with_airflow(
             raise SystemExit(f"pctr_daily {ds}: dags test exited {proc.returncode}, tasks not successful: {not_ok}")
         return output.ended
     finally:
-        children.stop(api)
+        children.stop(api.proc)
 
 
 def _follow_dags_test(
@@ -289,9 +311,11 @@ def run_demo(cfg: PctrConfig, scale: str, children: ChildProcesses, memory: Peak
     days = demo_days(cfg)
     ds = days[-1]
     memory.phase("history")
-    prepare_history_apart(scale, children)
+    history = start_history_apart(scale, children)
+    api = start_airflow_api(cfg, children)
+    wait_history(history)
     memory.phase(None)
-    tasks = close_day_with_airflow(cfg, ds, children, memory)
+    tasks = close_day_with_airflow(cfg, ds, api, children, memory)
     registered = read_json(Layout(cfg.home).stage_output("register", ds) / "_stats.json")
     if not registered["promoted"]:
         raise SystemExit(

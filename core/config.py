@@ -46,6 +46,9 @@ class JoinConfig(BaseModel):
     eval_sample_rate: float = Field(0.2, gt=0.0, le=1.0)
     max_bid: float = 100.0
     max_position: int = 50
+    # A raw file that cannot be read (a torn gzip hour): "fail" stops the raw gate and the join, naming it;
+    # "quarantine" copies it into the day's quarantine with its cause and closes the day without it.
+    unreadable_files: Literal["fail", "quarantine"] = "fail"
 
 
 class ValidationConfig(BaseModel):
@@ -141,10 +144,15 @@ class OrchestrationConfig(BaseModel):
 
     start_date: str = "2026-11-01"
     catchup: bool = True
+    # for failures that may pass (a lost worker, a busy store); waiting for logs is the sensor's job
     retries: int = 3
-    # the join of ds waits for clicks up to attribution_window_hours after ds: a retry is the wait
     retry_delay_minutes: int = 30
     max_active_runs: int = 1
+    # The first task waits until every raw hour that ds needs is complete (its clicks arrive until
+    # attribution_window_hours after ds), checking this often and giving its worker slot back in between;
+    # it fails once this long has passed without them.
+    sensor_poke_interval_seconds: int = 300
+    sensor_timeout_hours: float = 12
 
 
 class SparkConfig(BaseModel):

@@ -1,16 +1,37 @@
-"""pctr_daily: the daily retrain. Wiring only: every task is a stage of jobs.pipeline.DAILY_STAGES."""
+"""pctr_daily: the daily retrain. Wiring only: every task is a stage of jobs.pipeline.DAILY_STAGES.
+
+A stage that waits (``Stage.sensor``, the first one: the raw logs of ds) is a sensor in reschedule mode: it
+gives its worker slot back between checks and fails after ``orchestration.sensor_timeout_hours``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG
+from airflow.providers.standard.sensors.python import PythonSensor
+from airflow.sdk import DAG, BaseOperator
 
 from core.config import load_config
-from jobs.pipeline import DAILY_STAGES, run_stage_task
+from jobs.pipeline import DAILY_STAGES, Stage, poke_stage_task, run_stage_task
 
 orchestration = load_config().orchestration
+
+
+def _task(stage: Stage) -> BaseOperator:
+    op_kwargs = {"name": stage.name, "ds": "{{ ds }}"}
+    if stage.sensor:
+        return PythonSensor(
+            task_id=stage.name,
+            python_callable=poke_stage_task,
+            op_kwargs=op_kwargs,
+            doc_md=stage.help,
+            mode="reschedule",
+            poke_interval=orchestration.sensor_poke_interval_seconds,
+            timeout=dt.timedelta(hours=orchestration.sensor_timeout_hours),
+        )
+    return PythonOperator(task_id=stage.name, python_callable=run_stage_task, op_kwargs=op_kwargs, doc_md=stage.help)
+
 
 with DAG(
     dag_id="pctr_daily",
@@ -25,15 +46,7 @@ with DAG(
     },
     tags=["pctr"],
 ) as dag:
-    tasks = {
-        stage.name: PythonOperator(
-            task_id=stage.name,
-            python_callable=run_stage_task,
-            op_kwargs={"name": stage.name, "ds": "{{ ds }}"},
-            doc_md=stage.help,
-        )
-        for stage in DAILY_STAGES
-    }
+    tasks = {stage.name: _task(stage) for stage in DAILY_STAGES}
     for stage in DAILY_STAGES:
         for upstream in stage.after:
             tasks[upstream] >> tasks[stage.name]

@@ -157,6 +157,15 @@ class TaskEvent:
     seconds: float | None = None
     text: str = ""
 
+    @property
+    def failed(self) -> bool:
+        """The task's process ended without success, and the task will not run again by itself.
+
+        A sensor in reschedule mode ends a process at every check that finds it waiting, in
+        ``up_for_reschedule``: it runs again after its poke interval, which is not a failure.
+        """
+        return self.kind == "ended" and self.state not in ("success", "up_for_reschedule")
+
 
 class DagTestOutput:
     """Reads ``airflow dags test --use-executor`` output, tasks one at a time, into ``TaskEvent`` s.

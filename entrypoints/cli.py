@@ -18,10 +18,11 @@ from typing import Any
 
 from core.config import load_config
 from core.layout import parse_ds
+from core.raw_logs import IncompleteLogsError, UnreadableRawFileError
 from entrypoints.local_runner import run_day
 from jobs.pipeline import DAILY_STAGES, STAGES_BY_NAME, run_stage
 
-EXPECTED_ERRORS = (FileNotFoundError, LookupError, ValueError)
+EXPECTED_ERRORS = (FileNotFoundError, LookupError, ValueError, IncompleteLogsError, UnreadableRawFileError)
 
 
 def _ds(value: str) -> str:
@@ -43,8 +44,9 @@ def _cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     from simulator import logs
 
     return logs.run(
-        load_config(), start=args.start, days=args.days, scale=args.scale, seed=args.seed, faults=args.faults
-    )
+        load_config(), start=args.start, days=args.days, scale=args.scale, seed=args.seed, faults=args.faults,
+        until_hour=args.until_hour,
+    )  # fmt: skip
 
 
 def _cmd_stage(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]:
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="small", help="tiny | small | medium | large")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--faults", type=float, default=0.0, help="fraction of faulty records to inject")
+    p.add_argument("--until-hour", type=int, default=None, help="write the last day only through this hour (0-23)")
 
     for stage in DAILY_STAGES:
         if stage.module == "jobs.validate":

@@ -24,8 +24,9 @@ from typing import Any
 
 from core.config import PctrConfig, load_config
 from core.io import read_json, write_json_atomic
-from core.layout import Layout, ds_range, shift_ds
+from core.layout import Layout, ds_range, parse_ds, shift_ds
 from core.processes import ChildProcesses
+from core.raw_logs import RawHour
 from core.resources import PeakMemory
 from core.spark import stop_spark
 from entrypoints.airflow_local import (
@@ -44,6 +45,7 @@ from entrypoints.airflow_local import (
 from entrypoints.local_runner import run_day
 from jobs.evaluate import SUMMARY_METRICS as EVALUATION_METRICS
 from jobs.pipeline import DAILY_STAGES
+from jobs.wait_for_logs import needed_hours
 
 DEMO_CLOSED_DAY = "2026-11-06"
 # Days of logs before the first training day, so that its rows already have a few days of feature
@@ -63,25 +65,40 @@ def demo_days(cfg: PctrConfig) -> list[str]:
     return ds_range(shift_ds(DEMO_CLOSED_DAY, 1 - n), n)
 
 
+def window_end(cfg: PctrConfig, ds: str) -> RawHour:
+    """The last raw hour that closing ds needs: the end of its attribution window, on a later day."""
+    return needed_hours(cfg, ds)[-1]
+
+
 def prepare_history(cfg: PctrConfig, days: list[str], scale: str) -> None:
-    """Simulate every day (once) and run the data stages of all but the last (once).
+    """Simulate every day (once), then the hours after the last day up to the end of its attribution window
+    (so that the last day can be closed), and run the data stages of all days but the last (once).
 
     The simulator (one core) runs in a process of its own, day after day, while Spark works on the days
     already written: a day's data stages start once the next day is written (its clicks close the day).
+    A day is written once its hours carry their completion markers (a home simulated before markers
+    existed is simulated again, to the same bytes).
     """
     from simulator import logs
 
     layout = Layout(cfg.home)
-    missing = [ds for ds in days if not (layout.truth(ds) / "part-0.parquet").exists()]
+    missing = [ds for ds in days if logs.written_through(layout, ds) < 23]
+    last = window_end(cfg, days[-1])
     spawn = multiprocessing.get_context("spawn")  # no fork of a process that may hold a JVM
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as simulator:
         # one worker takes the days in order
         written = {ds: simulator.submit(logs.run, cfg, start=ds, days=1, scale=scale) for ds in missing}
+        after = ds_range(shift_ds(days[-1], 1), (parse_ds(last.ds) - parse_ds(days[-1])).days)
+        if after and logs.written_through(layout, last.ds) < last.hour:
+            written[last.ds] = simulator.submit(
+                logs.run, cfg, start=after[0], days=len(after), scale=scale, until_hour=last.hour
+            )
 
         def wait_written(ds: str) -> None:
             if ds in written:
                 written.pop(ds).result()
-                print(f"simulated {ds} ({scale})", flush=True)
+                through = "" if ds in days else f" through hour {last.hour:02d}"
+                print(f"simulated {ds}{through} ({scale})", flush=True)
 
         # One Spark session for every history day (a start costs seconds a day), stopped before Airflow
         # runs. Up to the features: the online store serves the newest day's values, which the closed
@@ -190,7 +207,7 @@ def _follow_dags_test(
                 recent.append(line.rstrip("\n"))
             for event in output.feed(line):
                 _show(event, memory)
-                if event.kind == "ended" and event.state != "success":
+                if event.failed:
                     return output, recent, event
     proc.wait()
     return output, recent, None

@@ -7,13 +7,19 @@ its own, the quarantine from the files written, and the stage fails unless they 
 - click records that arrived on ds (partition dt=ds): ``clean_clicks`` + quarantined (malformed,
   schema_violation, orphan_click, duplicate_click). A clean click labels its impression only if it
   arrives within the attribution window; the join of ds also reads the clicks that arrive up to
-  window-hours after ds ends, which is why ds can only be closed once those partitions exist.
+  window-hours after ds ends, which is why ds can only be closed once those hours are complete
+  (``jobs.wait_for_logs``: the join fails naming the first hour that is not).
+
+Every raw file is read through once before Spark reads it (``core.raw_logs.scan_files``). An unreadable
+one fails the join with a line naming it, unless ``join.unreadable_files = "quarantine"``: then it is
+copied into the quarantine (``unreadable/``, its cause beside it) and the day is closed without it;
+``unreadable_files`` in the stats lists each with the complete lines it gave before its error (it held at
+least that many), and ``unreadable_lines`` sums them for the files accounted on ds (its impressions, the
+clicks that arrived on it), outside the equations above, which count the lines read.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,8 +27,18 @@ from typing import TYPE_CHECKING, Any
 from core.config import PctrConfig
 from core.io import Stats, staged_dir, write_stats
 from core.layout import Layout, day_bounds, shift_ds
-from core.raw_logs import CLICK_FIELDS, IMPRESSION_FIELDS, REQUIRED_IMPRESSION, all_of, read_raw_events
+from core.raw_logs import (
+    CLICK_FIELDS,
+    IMPRESSION_FIELDS,
+    REQUIRED_IMPRESSION,
+    RawFile,
+    all_of,
+    copy_unreadable,
+    read_raw_events,
+    readable_files,
+)
 from core.spark import spark_session
+from jobs.wait_for_logs import require_closable
 from models.features import EXPOSURES_FEATURE, EXPOSURES_KEYS, EXPOSURES_ORDER
 
 if TYPE_CHECKING:
@@ -37,10 +53,6 @@ OUTPUT_COLUMNS = (*ROW_COLUMNS, "neg_rate", "weight")
 # the un-downsampled labelled log: what the feature job counts impressions and clicks from
 LABELLED_COLUMNS = ("impression_id", "ts", "user_id", "ad_id", "advertiser_id", "label")
 QUARANTINE_COLUMNS = ("event", "reason", "impression_id", "raw")
-
-
-def _existing(paths: list[str]) -> list[str]:
-    return [p for p in paths if Path(p).exists()]
 
 
 def _hash_fraction(column: str, salt: str) -> Column:
@@ -70,27 +82,31 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
 
     started = time.time()
     layout = Layout(cfg.home)
+    files, unreadable = readable_files(cfg, require_closable(cfg, ds))
+    imp_paths = _paths(files, "impressions", ds)
+    if not imp_paths:
+        raise FileNotFoundError(f"no impressions for ds={ds} under {layout.raw('impressions', ds)}")
     spark = spark_session(cfg)
-    imp_paths = _input_paths(layout, ds, cfg.join.attribution_window_hours)
 
     imps = _parsed_impressions(spark, cfg, imp_paths, ds)
     valid = _persist(_mark_later_copies(imps.where(F.col("reason").isNull())))
     clean = valid.where(F.col("reason").isNull())
-    clicks = _parsed_clicks(spark, layout, ds, cfg.join.attribution_window_hours)
+    clicks = _parsed_clicks(spark, _paths(files, "clicks"))
     rows = _persist(_sampled_rows(cfg, _labelled(clean, clicks, cfg.join.attribution_window_hours)))
     joined, eval_sample, labelled_log = _outputs(cfg, rows)
-    arrived = _arrived_clicks(spark, layout, ds, clicks, clean)
+    arrived = _arrived_clicks(spark, ds, clicks, clean, _paths(files, "impressions", shift_ds(ds, -1)))
     quarantine = _quarantine(imps.where(F.col("reason").isNotNull()), "impression", F.col("reason"))
     quarantine = quarantine.unionByName(
         _quarantine(valid.where(F.col("reason").isNotNull()), "impression", F.col("reason"))
     ).unionByName(_quarantine(arrived.where(F.col("reason").isNotNull()), "click", F.col("reason")))
 
     # the quarantine and the labelled log first: the counts read them back from the files written
-    _write_partition(layout.quarantine(ds), quarantine, partitions=1)
+    held = _write_quarantine(layout, ds, quarantine, unreadable)
     _write_partition(layout.labelled(ds), labelled_log, partitions=2)
     counts = _counts(spark, layout, ds, imps=imps, valid=valid, rows=rows, arrived=arrived)
     _write_partition(layout.eval_sample(ds), eval_sample, partitions=2)
     stats = _stats(ds, cfg, layout, checksum=_checksum(joined), seconds=time.time() - started, **counts)
+    stats.update(unreadable_files=held, unreadable_lines=_unreadable_lines(unreadable, ds))
     _write_partition(layout.joined(ds), joined, partitions=4, stats=stats)
     for df in (imps, valid, clicks, rows, arrived):
         df.unpersist()
@@ -108,22 +124,17 @@ def _persist(df: DataFrame) -> DataFrame:
     return df.persist(StorageLevel.MEMORY_AND_DISK)
 
 
-def _input_paths(layout: Layout, ds: str, window_h: int) -> list[str]:
-    """The impression paths of ds; fails early when they are missing or when ds cannot be closed yet.
+def _paths(files: list[RawFile], event: str, ds: str | None = None) -> list[str]:
+    """The readable files of ``event`` (of day ``ds`` only, if given)."""
+    return [str(f.path) for f in files if f.hour.event == event and ds in (None, f.hour.ds)]
 
-    A day can only be closed once the click partitions up to the end of its attribution window exist.
-    """
-    imp_paths = _existing([str(layout.raw("impressions", ds))])
-    if not imp_paths:
-        raise FileNotFoundError(f"no impressions for ds={ds} under {layout.raw('impressions')}")
-    label_until = day_bounds(ds)[1] + dt.timedelta(hours=window_h)
-    last_click_day = shift_ds(ds, math.ceil(window_h / 24))
-    if not layout.raw("clicks", last_click_day).exists():
-        raise FileNotFoundError(
-            f"ds={ds} cannot be closed yet: clicks up to {label_until.isoformat()} are needed "
-            f"(partition {layout.raw('clicks', last_click_day)} is missing)"
-        )
-    return imp_paths
+
+def _unreadable_lines(unreadable: list[RawFile], ds: str) -> dict[str, int]:
+    """Complete lines the unreadable files accounted on ds gave before their error: its impressions, its clicks."""
+    return {
+        event: sum(f.lines for f in unreadable if f.hour.event == event and f.hour.ds == ds)
+        for event in ("impressions", "clicks")
+    }
 
 
 def _parsed_impressions(spark: SparkSession, cfg: PctrConfig, imp_paths: list[str], ds: str) -> DataFrame:
@@ -155,15 +166,13 @@ def _parsed_impressions(spark: SparkSession, cfg: PctrConfig, imp_paths: list[st
     )
 
 
-def _parsed_clicks(spark: SparkSession, layout: Layout, ds: str, window_h: int) -> DataFrame:
-    """Click lines from the day before ds to the end of its attribution window, ``reason`` set on bad ones (cached).
+def _parsed_clicks(spark: SparkSession, click_paths: list[str]) -> DataFrame:
+    """Click lines from the start of ds to the end of its attribution window, ``reason`` set on bad ones (cached).
 
-    Those that arrived on ds are accounted here; those up to the window's end label rows.
+    Those that arrived on ds are accounted here; all of them label rows.
     """
     from pyspark.sql import functions as F
 
-    click_days = [shift_ds(ds, d) for d in range(-1, math.ceil(window_h / 24) + 1)]
-    click_paths = _existing([str(layout.raw("clicks", d)) for d in click_days])
     clicks = read_raw_events(spark, click_paths, CLICK_FIELDS).withColumn("click_ts", F.to_timestamp("ts"))
     return _persist(
         clicks.withColumn(
@@ -230,22 +239,21 @@ def _outputs(cfg: PctrConfig, rows: DataFrame) -> tuple[DataFrame, DataFrame, Da
     return joined, eval_sample, rows.select(*LABELLED_COLUMNS)
 
 
-def _arrived_clicks(spark: SparkSession, layout: Layout, ds: str, clicks: DataFrame, clean: DataFrame) -> DataFrame:
+def _arrived_clicks(
+    spark: SparkSession, ds: str, clicks: DataFrame, clean: DataFrame, previous_imp_paths: list[str]
+) -> DataFrame:
     """The clicks that arrived on ds, ``reason`` also set on orphans and later copies (cached): their accounting.
 
-    Orphans match no impression of ds-1 or ds.
+    Orphans match no impression of ds or of ds-1 (``previous_imp_paths``).
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     arrived = clicks.where(F.col("source_file").contains(f"/dt={ds}/"))
     known_ids = clean.select("impression_id")
-    prev_imps = layout.raw("impressions", shift_ds(ds, -1))
-    if prev_imps.exists():
-        prev_ids = (
-            spark.read.option("recursiveFileLookup", "true")
-            .text(str(prev_imps))
-            .select(F.json_tuple("value", "impression_id").alias("impression_id"))
+    if previous_imp_paths:
+        prev_ids = spark.read.text(previous_imp_paths).select(
+            F.json_tuple("value", "impression_id").alias("impression_id")
         )
         known_ids = known_ids.unionByName(prev_ids.where(F.col("impression_id").isNotNull()))
     # only the ids that clicks refer to matter: a semi join first keeps the distinct small
@@ -322,11 +330,28 @@ def _mark_later_copies(imps: DataFrame) -> DataFrame:
 def _write_partition(final: Path, df: DataFrame, partitions: int, stats: Stats | None = None) -> None:
     """Replace one ds partition atomically; rows sorted by id so reruns write identical files."""
     with staged_dir(final) as scratch:
-        df.repartition(partitions, "impression_id").sortWithinPartitions("impression_id").write.parquet(
-            str(scratch / "data")
-        )
+        _write_rows(scratch / "data", df, partitions)
         if stats is not None:
             write_stats(scratch, stats)
+
+
+def _write_rows(path: Path, df: DataFrame, partitions: int) -> None:
+    df.repartition(partitions, "impression_id").sortWithinPartitions("impression_id").write.parquet(str(path))
+
+
+def _write_quarantine(layout: Layout, ds: str, records: DataFrame, unreadable: list[RawFile]) -> list[dict[str, Any]]:
+    """Replace the quarantine of ds: the rejected records, and copies of the unreadable files under ``unreadable/``.
+
+    Returns the unreadable files' summaries, each with where its copy lies once the partition is in place.
+    """
+    held = []
+    with staged_dir(layout.quarantine(ds)) as scratch:
+        _write_rows(scratch / "data", records, partitions=1)
+        for raw_file in unreadable:
+            copy = copy_unreadable(raw_file, layout, scratch / "unreadable")
+            final_copy = layout.quarantine(ds) / copy.relative_to(scratch)
+            held.append({**raw_file.summary(), "quarantined_as": str(final_copy)})
+    return held
 
 
 def _stats(

@@ -19,6 +19,8 @@ class Stage:
     """One step of the daily run: ``module.run(cfg, ds, **kwargs) -> Stats``; ``after`` names its inputs.
 
     ``spark``: the stage opens a Spark session (the local runner keeps it for a next stage that does too).
+    ``sensor``: the stage waits for a condition: in the DAG a sensor calls ``module.poke(cfg, ds) -> bool``
+    until it holds; the local runner and the CLI call ``run``, which raises if it does not hold yet.
     """
 
     name: str
@@ -27,6 +29,7 @@ class Stage:
     kwargs: dict[str, Any] = field(default_factory=dict)
     help: str = ""
     spark: bool = False
+    sensor: bool = False
 
     @property
     def command(self) -> str:
@@ -35,9 +38,15 @@ class Stage:
 
 DAILY_STAGES: tuple[Stage, ...] = (
     Stage(
+        "wait_for_logs",
+        "jobs.wait_for_logs",
+        help="wait until every raw hour that ds needs is complete (impressions of ds, clicks to the window's end)",
+        sensor=True,
+    ),
+    Stage(
         "validate_raw",
         "jobs.validate",
-        (),
+        ("wait_for_logs",),
         {"stage": "raw"},
         "Great Expectations gate on the raw logs of ds",
         spark=True,
@@ -84,3 +93,13 @@ def run_stage_task(name: str, ds: str) -> Stats:
     from core.config import load_config
 
     return run_stage(load_config(), name, ds)
+
+
+def poke_stage_task(name: str, ds: str) -> bool:
+    """Airflow's sensor callable: read the configuration in the task process, then check the stage's condition.
+
+    It runs at every poke: only the stage's own module is imported (``jobs.wait_for_logs`` imports no engine).
+    """
+    from core.config import load_config
+
+    return importlib.import_module(STAGES_BY_NAME[name].module).poke(load_config(), ds)

@@ -9,6 +9,11 @@ replaces them), rebuilds the Data Docs there and writes its summary to
 Row-count checks compare with the mean of the trailing ``cfg.validation.trailing_days`` days that passed
 this gate (their counts are read back from those summaries); a day with no such history skips the check
 and says so in its summary.
+
+The raw gate reads the impressions of ds only once its 24 hours are complete (it raises
+:class:`core.raw_logs.IncompleteLogsError` naming the first that is not) and only files that read through:
+an unreadable one fails it with a line naming the file, unless ``join.unreadable_files = "quarantine"``,
+which validates the day without it and lists it under ``unreadable_files`` (the join quarantines it).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from core.config import PctrConfig
 from core.io import Stats, read_json, write_stats
 from core.layout import Layout, shift_ds
-from core.raw_logs import IMPRESSION_FIELDS, read_raw_events
+from core.raw_logs import IMPRESSION_FIELDS, day_hours, read_raw_events, readable_files, require_complete
 from core.spark import spark_session
 from jobs.join_logs import OUTPUT_COLUMNS, ROW_COLUMNS
 
@@ -88,11 +93,15 @@ def _raw_checks(
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
 
-    path = layout.raw("impressions", ds)
-    if not path.exists():
-        raise FileNotFoundError(f"no impressions for ds={ds} under {path}")
+    hours = day_hours("impressions", ds)
+    require_complete(layout, hours, f"validate raw ds={ds}")
+    files, unreadable = readable_files(cfg, hours)
+    if not files:
+        raise FileNotFoundError(f"no impressions for ds={ds} under {layout.raw('impressions', ds)}")
+    stats["unreadable_files"] = [f.summary() for f in unreadable]
+    paths = [str(f.path) for f in files]
     # the raw text is the bulk of a line and no check reads it; caching the rest spares a re-parse per metric
-    df = read_raw_events(spark, [str(path)], IMPRESSION_FIELDS).select(*RAW_COLUMNS).persist()
+    df = read_raw_events(spark, paths, IMPRESSION_FIELDS).select(*RAW_COLUMNS).persist()
     lines = df.count()
     stats["lines"] = lines
     v, mostly, parsed = cfg.validation, cfg.validation.min_valid_fraction, Column("parse_error").is_null()

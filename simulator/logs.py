@@ -5,6 +5,20 @@ does not depend on the simulated dates, so simulating days one at a time or toge
 bytes. Clicks and conversions land in the hour partition of their own timestamp, which may be days after
 the impression, under ``part-from-<impression ds>.json.gz`` so that no two simulated days share a file.
 
+A day can also be written up to an hour (``run(..., until_hour=h)``), as a live producer writes the hours
+as they pass: its impressions of hours 00 to h and its clicks and conversions stamped before the end of
+hour h. A later call writes the rest (and the day's truth); every file has the bytes of a whole-day run.
+
+Completion markers (``core.raw_logs.COMPLETE_MARKER``), written after every file of the call: an hour is
+complete once every day whose events can land in it has written it. Impressions of day D land in D only;
+clicks and conversions of D land in D and in the days after it (a click up to max(48 h, twice the
+attribution window) after its impression, a conversion up to 72 h after its click), so an hour of clicks
+of D also receives the late clicks of the days before D. Days are simulated in order, each whole before
+the next begins (``run`` refuses to start after a day written only in part), so when day D has been
+written through hour h, every earlier day has written all it ever will: the impression, click and
+conversion hours of D from 00 to h are complete, and the call marks exactly those. The hours of D+1 that
+D's late clicks already reached stay unmarked until D+1 is written.
+
 The ad catalog of a day holds the ads launched that day, except when the previous day's catalog file is
 missing (the first day of a fresh home, or after a gap): then it is a snapshot of every live ad. Each row's
 ``valid_from`` is the ad's launch, so a snapshot and an increment never disagree.
@@ -29,8 +43,8 @@ import pyarrow.parquet as pq
 
 from core.config import PctrConfig
 from core.io import write_atomic
-from core.layout import Layout, ds_range, parse_ds
-from core.raw_logs import IMPRESSION_RECORD_KEYS, SERVED_FEATURES
+from core.layout import Layout, ds_range, parse_ds, shift_ds
+from core.raw_logs import COMPLETE_MARKER, IMPRESSION_RECORD_KEYS, RAW_EVENTS, SERVED_FEATURES, RawHour, day_hours
 from simulator import world as sw
 
 FAULT_KINDS = ("malformed", "duplicate", "orphan_click", "out_of_range")
@@ -69,11 +83,19 @@ class DayLog:
 
 
 def run(
-    cfg: PctrConfig, start: str, days: int, scale: str = "small", seed: int | None = None, faults: float = 0.0
+    cfg: PctrConfig,
+    start: str,
+    days: int,
+    scale: str = "small",
+    seed: int | None = None,
+    faults: float = 0.0,
+    until_hour: int | None = None,
 ) -> dict[str, Any]:
     """Simulate ``days`` days from ``start`` into ``cfg.home`` and return JSON-able stats.
 
     ``faults`` is the fraction of impression lines that are corrupted, split evenly over ``FAULT_KINDS``.
+    ``until_hour``: the last day is written only through this hour (0-23; see the module docstring). The
+    per-day counts are of the simulated day, whatever part of it is written (``written_through_hour``).
     """
     began = time.perf_counter()
     if scale not in cfg.simulation.scales:
@@ -82,16 +104,20 @@ def run(
         raise ValueError(f"days must be >= 1, got {days}")
     if not 0.0 <= faults < 1.0:
         raise ValueError(f"faults must be in [0, 1), got {faults}")
+    if until_hour is not None and not 0 <= until_hour <= 23:
+        raise ValueError(f"until_hour must be in [0, 23], got {until_hour}")
+    layout = Layout(cfg.home)
+    _require_previous_day_whole(layout, start)
     seed = cfg.simulation.seed if seed is None else seed
     n_users, n_ads, n_adv, per_day = cfg.simulation.scales[scale]
     world = sw.World(seed, n_users, n_ads, n_adv, cfg.simulation.new_ads_per_day_fraction, cfg.join.max_bid)
-    layout = Layout(cfg.home)
     per_day_stats: dict[str, dict[str, Any]] = {}
     for i, ds in enumerate(ds_range(start, days)):
         if i == 0:
             _write_users(layout, world, ds)
         log = simulate_day(world, cfg, ds, seed, per_day)
-        per_day_stats[ds] = _write_day(layout, world, cfg, log, seed, faults)
+        through_hour = until_hour if i == days - 1 and until_hour is not None else 23
+        per_day_stats[ds] = _write_day(layout, world, cfg, log, seed, faults, through_hour)
     totals = {k: sum(s[k] for s in per_day_stats.values()) for k in ("impressions", "clicks", "conversions")}
     return {
         "start": start, "days": days, "scale": scale, "seed": seed, "faults": faults,
@@ -106,6 +132,26 @@ def run(
         },
         "seconds": round(time.perf_counter() - began, 3),
     }  # fmt: skip
+
+
+def written_through(layout: Layout, ds: str) -> int:
+    """The last hour of ds whose logs are complete, every hour before it too (-1: none; 23: the whole day)."""
+    for hour in range(24):
+        if not all(RawHour(event, ds, hour).is_complete(layout) for event in RAW_EVENTS):
+            return hour - 1
+    return 23
+
+
+def _require_previous_day_whole(layout: Layout, start: str) -> None:
+    """Refuse to simulate after a day that is written only in part: its late clicks would be missing from
+    hours that this call marks complete."""
+    previous = shift_ds(start, -1)
+    if layout.raw("impressions", previous).exists() and (through := written_through(layout, previous)) < 23:
+        state = f"only through hour {through:02d}" if through >= 0 else f"without {COMPLETE_MARKER} markers"
+        raise ValueError(
+            f"dt={previous} is written {state}: simulate it whole first (pctr simulate --start {previous}); "
+            "logs written before markers existed are re-simulated the same way"
+        )
 
 
 def simulate_day(world: sw.World, cfg: PctrConfig, ds: str, seed: int, n: int) -> DayLog:
@@ -219,18 +265,29 @@ def _ids(prefix: str, nums: np.ndarray) -> np.ndarray:
 
 
 def _write_day(
-    layout: Layout, world: sw.World, cfg: PctrConfig, log: DayLog, seed: int, faults: float
+    layout: Layout, world: sw.World, cfg: PctrConfig, log: DayLog, seed: int, faults: float, through_hour: int
 ) -> dict[str, Any]:
-    """Inject faults (from their own generator, so clean rows stay identical) and write every file of a day."""
+    """Inject faults (from their own generator, so clean rows stay identical) and write the files of a day
+    through ``through_hour``: its logs up to the end of that hour, the truth once the day is whole, then
+    the completion markers of its hours up to that one."""
     day = parse_ds(log.ds)
     rng = np.random.default_rng([seed, _TAG_FAULT, day.toordinal()])
     n = len(log.imp_ms)
     k = round(faults * n / len(FAULT_KINDS))
+    whole = through_hour == 23
+    # events stamped from here on are not written yet (None: the whole day's, however late they land)
+    written_before_ms = None if whole else sw.day_ms(day) + (through_hour + 1) * HOUR_MS
     # the draws keep their order (faults, impression hours, orphan clicks): the same seed writes the same bytes
     picked = _pick_faults(rng, cfg, log, k)
-    _write_impressions(layout, world, log, rng, picked)
-    orphans = _write_clicks_and_conversions(layout, cfg, log, rng, k)
-    _write_parquet(layout.truth(log.ds) / "part-0.parquet", _truth_table(log, picked.fault, orphans))
+    _write_impressions(layout, world, log, rng, picked, through_hour)
+    orphans = _write_clicks_and_conversions(layout, cfg, log, rng, k, written_before_ms)
+    if whole:
+        _write_parquet(layout.truth(log.ds) / "part-0.parquet", _truth_table(log, picked.fault, orphans))
+    catalog_ads = _write_ads(layout, world, day)
+    for event in RAW_EVENTS:
+        for hour in day_hours(event, log.ds, through_hour):
+            hour.path(layout).mkdir(parents=True, exist_ok=True)
+            (hour.path(layout) / COMPLETE_MARKER).touch()
 
     clicked = np.flatnonzero(log.click_ms >= 0)
     window_ms = cfg.join.attribution_window_hours * HOUR_MS
@@ -238,8 +295,9 @@ def _write_day(
         "impressions": n, "clicks": len(clicked), "conversions": len(log.conv_row),
         "late_clicks": int((log.click_ms[clicked] - log.imp_ms[clicked] > window_ms).sum()),
         "mean_true_ctr": float(log.p_click.mean()), "click_rate": len(clicked) / n,
-        "catalog_ads": _write_ads(layout, world, day), "live_ads": len(log.ads), "launched_ads": world.per_day,
+        "catalog_ads": catalog_ads, "live_ads": len(log.ads), "launched_ads": world.per_day,
         "faults": {"malformed": k, "duplicate": k, "orphan_click": k, "out_of_range": k},
+        "written_through_hour": through_hour,
     }  # fmt: skip
 
 
@@ -271,19 +329,27 @@ def _pick_faults(rng: np.random.Generator, cfg: PctrConfig, log: DayLog, k: int)
     return _Faults(fault, malformed, duplicate, bid, position)
 
 
-def _write_impressions(layout: Layout, world: sw.World, log: DayLog, rng: np.random.Generator, picked: _Faults) -> None:
-    """One file per hour of the day's impression lines, with the malformed and duplicated ones corrupted."""
+def _write_impressions(
+    layout: Layout, world: sw.World, log: DayLog, rng: np.random.Generator, picked: _Faults, through_hour: int
+) -> None:
+    """One file per hour (through ``through_hour``) of the day's impression lines, malformed and duplicated
+    ones corrupted."""
     malformed, duplicate = picked.malformed, picked.duplicate
     hour_bounds = np.searchsorted(log.imp_ms, sw.day_ms(parse_ds(log.ds)) + HOUR_MS * np.arange(25))
     for h in range(24):
         lo, hi = hour_bounds[h], hour_bounds[h + 1]
-        lines = _json_lines(_impression_frame(world, log, slice(lo, hi), picked.bid, picked.position))
         mal = malformed[(malformed >= lo) & (malformed < hi)] - lo
-        if len(mal):  # a truncated object is never valid JSON
-            lines[mal] = pd.Series(lines[mal]).str.slice(stop=int(rng.integers(20, 120))).to_numpy(dtype=object)
         dup = duplicate[(duplicate >= lo) & (duplicate < hi)] - lo
+        # drawn for every hour, written or not: the later draws, and so the bytes, do not depend on until_hour
+        cut = int(rng.integers(20, 120)) if len(mal) else 0
+        redelivery = rng.integers(1, 50, len(dup)) if len(dup) else np.empty(0, dtype=np.int64)
+        if h > through_hour:
+            continue
+        lines = _json_lines(_impression_frame(world, log, slice(lo, hi), picked.bid, picked.position))
+        if len(mal):  # a truncated object is never valid JSON
+            lines[mal] = pd.Series(lines[mal]).str.slice(stop=cut).to_numpy(dtype=object)
         if len(dup):  # at-least-once delivery: the same line again, a little later in the hour
-            key = np.concatenate([np.arange(len(lines)), dup + rng.integers(1, 50, len(dup)) + 0.5])
+            key = np.concatenate([np.arange(len(lines)), dup + redelivery + 0.5])
             lines = np.concatenate([lines, lines[dup]])[np.argsort(key, kind="stable")]
         _write_gzip_lines(layout.raw_hour("impressions", log.ds, h) / "part-0.json.gz", lines)
 
@@ -298,9 +364,12 @@ class _Orphans:
 
 
 def _write_clicks_and_conversions(
-    layout: Layout, cfg: PctrConfig, log: DayLog, rng: np.random.Generator, k: int
+    layout: Layout, cfg: PctrConfig, log: DayLog, rng: np.random.Generator, k: int, written_before_ms: int | None
 ) -> _Orphans:
-    """Write the day's clicks (with ``k`` orphans) and conversions into the hours they land in; drop stale files."""
+    """Write the day's clicks (with ``k`` orphans) and conversions into the hours they land in; drop stale files.
+
+    With ``written_before_ms``, only the events stamped before it, and only the stale files of those hours.
+    """
     compact = log.ds.replace("-", "")
     clicked = np.flatnonzero(log.click_ms >= 0)
     orphan_ms = sw.day_ms(parse_ds(log.ds)) + rng.integers(0, sw.DAY_MS, k)
@@ -313,9 +382,12 @@ def _write_clicks_and_conversions(
     conversions = pd.DataFrame(
         {"impression_id": _ids(f"i{compact}-", log.conv_row), "ms": log.conv_ms, "value": log.conv_value}
     )
+    if written_before_ms is not None:
+        clicks = clicks[clicks["ms"] < written_before_ms]
+        conversions = conversions[conversions["ms"] < written_before_ms]
     written = _write_by_hour(layout, "clicks", log.ds, clicks)
     written += _write_by_hour(layout, "conversions", log.ds, conversions)
-    _remove_stale(layout, log.ds, set(written), cfg.join.attribution_window_hours)
+    _remove_stale(layout, log.ds, set(written), cfg.join.attribution_window_hours, written_before_ms)
     return _Orphans(orphan_ids, orphan_ms, orphan_click_ms)
 
 
@@ -362,12 +434,17 @@ def _write_by_hour(layout: Layout, event: str, origin_ds: str, df: pd.DataFrame)
     return paths
 
 
-def _remove_stale(layout: Layout, origin_ds: str, written: set[str], window_hours: int) -> None:
-    """Drop files that a previous run with other arguments left for ``origin_ds``."""
+def _remove_stale(
+    layout: Layout, origin_ds: str, written: set[str], window_hours: int, written_before_ms: int | None
+) -> None:
+    """Drop files that a previous run with other arguments left for ``origin_ds`` (in hours before
+    ``written_before_ms`` only, if given: the later ones are not written by this call)."""
     horizon_days = math.ceil((_click_cap_ms(window_hours) + CONVERSION_CAP_MS) / sw.DAY_MS) + 2
     for event in ("clicks", "conversions"):
         for ds in ds_range(origin_ds, horizon_days):
             for hour in range(24):
+                if written_before_ms is not None and sw.day_ms(parse_ds(ds)) + hour * HOUR_MS >= written_before_ms:
+                    break
                 path = layout.raw_hour(event, ds, hour) / f"part-from-{origin_ds}.json.gz"
                 if str(path) not in written and path.exists():
                     path.unlink()

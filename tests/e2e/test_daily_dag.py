@@ -109,6 +109,15 @@ def test_every_stage_of_the_daily_dag_succeeds(demo_home: Path) -> None:
     assert summary["metrics"]["oracle_auc"] > 0.6
 
 
+def test_the_day_after_the_closed_one_is_simulated_to_the_end_of_its_attribution_window(demo_home: Path) -> None:
+    from core.layout import Layout, shift_ds
+    from simulator.logs import written_through
+
+    summary = read_json(demo_home / "demo" / "summary.json")
+    assert written_through(Layout(demo_home), summary["ds"]) == 23
+    assert written_through(Layout(demo_home), shift_ds(summary["ds"], 1)) == 5  # 6 hours, no more
+
+
 def test_the_model_is_registered_as_champion_and_published(demo_home: Path) -> None:
     import mlflow
 

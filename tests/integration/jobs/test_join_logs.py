@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from core.config import PctrConfig, load_config
 from core.layout import Layout
-from jobs import join_logs
+from core.raw_logs import COMPLETE_MARKER, IncompleteLogsError, RawHour
+from entrypoints.cli import main
+from jobs import join_logs, validate
 from models.features import EXPOSURES_FEATURE
 from simulator import logs
 
 pytestmark = pytest.mark.integration
-DS = "2026-11-02"
+DS, NEXT = "2026-11-02", "2026-11-03"
 
 
 def _raw_digest(layout: Layout) -> str:
@@ -28,7 +32,8 @@ def _raw_digest(layout: Layout) -> str:
 @pytest.fixture(scope="module")
 def joined(tmp_path_factory: pytest.TempPathFactory) -> tuple[PctrConfig, dict, dict, str, str]:
     cfg = load_config(home=tmp_path_factory.mktemp("join"))
-    sim = logs.run(cfg, start="2026-11-01", days=2, scale="tiny", faults=0.02)
+    # and the next day through hour 05: the end of DS's attribution window
+    sim = logs.run(cfg, start="2026-11-01", days=3, scale="tiny", faults=0.02, until_hour=5)
     layout = Layout(cfg.home)
     before = _raw_digest(layout)
     first = join_logs.run(cfg, DS)
@@ -108,9 +113,78 @@ def test_rerun_is_identical_and_raw_data_is_untouched(joined) -> None:
     assert _raw_digest(Layout(cfg.home)) == raw_before
 
 
-def test_a_day_whose_clicks_have_not_arrived_cannot_be_closed(joined) -> None:
+def test_a_day_whose_last_click_hour_is_not_complete_cannot_be_closed(joined) -> None:
     cfg, *_ = joined
-    long_window = cfg.model_copy(deep=True)
-    long_window.join.attribution_window_hours = 72
-    with pytest.raises(FileNotFoundError, match="cannot be closed yet"):
-        join_logs.run(long_window, DS)
+    marker = RawHour("clicks", NEXT, 5).path(Layout(cfg.home)) / COMPLETE_MARKER
+    marker.unlink()
+    try:
+        with pytest.raises(IncompleteLogsError) as err:
+            join_logs.run(cfg, DS)
+    finally:
+        marker.touch()
+    assert str(err.value) == f"ds={DS} cannot be closed yet: clicks dt={NEXT}/hour=05 not complete"
+
+
+TORN_HOUR = 7
+
+
+@pytest.fixture(scope="module")
+def torn(tmp_path_factory: pytest.TempPathFactory) -> tuple[PctrConfig, Path, int, int]:
+    """A tiny day whose impressions of hour 07 lost the second half of their gzip stream in transfer.
+
+    Returns the configuration, the torn file, the lines it held whole and the day's impression lines.
+    """
+    cfg = load_config(home=tmp_path_factory.mktemp("torn"))
+    logs.run(cfg, start=DS, days=2, scale="tiny", until_hour=5)
+    hours = sorted(Layout(cfg.home).raw("impressions", DS).glob("hour=*/part-0.json.gz"))
+    day_lines = sum(gzip.decompress(p.read_bytes()).count(b"\n") for p in hours)
+    path = Layout(cfg.home).raw_hour("impressions", DS, TORN_HOUR) / "part-0.json.gz"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    return cfg, path, gzip.decompress(whole).count(b"\n"), day_lines
+
+
+def test_a_torn_raw_file_stops_the_gate_and_the_join_with_one_line_naming_it(
+    torn, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, path, _, _ = torn
+    monkeypatch.setenv("PCTR_HOME", str(cfg.home))
+    expected = (
+        f"UnreadableRawFileError: {path} (impressions dt={DS}/hour={TORN_HOUR:02d}) cannot be read: EOFError: "
+        "Compressed file ended before the end-of-stream marker was reached; "
+        'join.unreadable_files = "quarantine" proceeds without it'
+    )
+    for command in (["validate", "--stage", "raw"], ["join-logs"]):
+        assert main([*command, "--ds", DS]) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [f"pctr {command[0]}: {expected}"]
+    assert not Layout(cfg.home).joined(DS).exists()
+
+
+def test_in_quarantine_mode_a_torn_file_is_copied_aside_and_the_day_closes_without_it(torn) -> None:
+    cfg, path, torn_lines, day_lines = torn
+    torn_bytes = path.read_bytes()
+    cfg = cfg.model_copy(deep=True)
+    cfg.join.unreadable_files = "quarantine"
+    gate = validate.run(cfg, DS, "raw")
+    assert gate["success"] and gate["lines"] == day_lines - torn_lines
+    assert [f["file"] for f in gate["unreadable_files"]] == [str(path)]
+
+    stats = join_logs.run(cfg, DS)
+    assert stats["reconciled"] is True
+    [held] = stats["unreadable_files"]
+    assert held["hour"] == f"impressions dt={DS}/hour={TORN_HOUR:02d}" and held["cause"].startswith("EOFError: ")
+    assert held["bytes"] == len(torn_bytes)
+    # the lines that decompressed before the tear: a lower bound of what the file held
+    assert 0 < held["complete_lines_before_error"] < torn_lines
+    assert stats["unreadable_lines"] == {"impressions": held["complete_lines_before_error"], "clicks": 0}
+    # every other line of the day is accounted: kept, downsampled or quarantined
+    quarantined = sum(v for k, v in stats["quarantined"].items() if k.startswith("impression:"))
+    assert stats["input_impressions"] == day_lines - torn_lines
+    assert stats["input_impressions"] == stats["output_rows"] + stats["downsampled_negatives"] + quarantined
+    assert stats["input_impressions"] + stats["unreadable_lines"]["impressions"] < day_lines
+
+    copy = Path(held["quarantined_as"])
+    assert copy == Layout(cfg.home).quarantine(DS) / "unreadable" / path.relative_to(cfg.home / "data" / "raw")
+    assert copy.read_bytes() == torn_bytes == path.read_bytes()  # copied; the raw log itself stays as it was
+    assert copy.with_name(copy.name + ".reason").read_text().startswith(f"impressions dt={DS}/hour=07: EOFError")
+    assert join_logs.run(cfg, DS)["checksum"] == stats["checksum"]  # a rerun replaces the quarantine as a whole

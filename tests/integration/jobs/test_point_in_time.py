@@ -21,7 +21,8 @@ DAYS = ds_range("2026-11-01", 4)
 def splits(tmp_path_factory: pytest.TempPathFactory):
     cfg = load_config(home=tmp_path_factory.mktemp("pit"))
     cfg.train.history_days = 2
-    logs.run(cfg, start=DAYS[0], days=len(DAYS), scale="tiny")
+    # and the next day through 05:00-06:00, the end of the last day's 6-hour attribution window
+    logs.run(cfg, start=DAYS[0], days=len(DAYS) + 1, scale="tiny", until_hour=5)
     for ds in DAYS:
         run_stage(cfg, "join_logs", ds)
         if ds != DAYS[-1]:

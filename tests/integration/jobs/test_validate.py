@@ -14,6 +14,7 @@ import pytest
 from core.config import PctrConfig, load_config
 from core.io import read_json
 from core.layout import Layout, day_bounds
+from core.raw_logs import COMPLETE_MARKER, IncompleteLogsError, UnreadableRawFileError, day_hours
 from jobs.join_logs import OUTPUT_COLUMNS
 from jobs.validate import DataQualityError, report_dir, run
 from models.features import EXPOSURES_FEATURE
@@ -60,6 +61,9 @@ def write_raw(
         path.parent.mkdir(parents=True, exist_ok=True)
         with gzip.open(path, "wt") as handle:
             handle.write("\n".join(chunk) + "\n")
+    for hour in day_hours("impressions", ds):  # the other 22 hours had no traffic
+        hour.path(Layout(cfg.home)).mkdir(parents=True, exist_ok=True)
+        (hour.path(Layout(cfg.home)) / COMPLETE_MARKER).touch()
 
 
 def write_joined(cfg: PctrConfig, ds: str, corrupt: str | None = None) -> None:
@@ -125,6 +129,36 @@ def test_corrupted_raw_day_fails_with_one_line_naming_the_checks(cfg: PctrConfig
         "bid in (0, 100]: 15.0% unexpected (allowed 5.0%)",
     ]
     assert message.endswith("(+2 more); report: " + str(report_dir(Layout(cfg.home), "raw", DAY3) / "_stats.json"))
+
+
+def test_the_raw_gate_reads_a_day_only_once_its_impression_hours_are_complete(cfg: PctrConfig) -> None:
+    day = "2026-11-23"
+    write_raw(cfg, day)
+    (Layout(cfg.home).raw_hour("impressions", day, 13) / COMPLETE_MARKER).unlink()
+    with pytest.raises(IncompleteLogsError) as err:
+        run(cfg, day, "raw")
+    assert str(err.value) == f"validate raw ds={day}: impressions dt={day}/hour=13 not complete"
+
+
+def test_an_unreadable_raw_file_fails_the_gate_in_one_line_unless_quarantined(cfg: PctrConfig) -> None:
+    day = "2026-12-24"  # no history: with half its lines left out, the day would fail the row-count check
+    write_raw(cfg, day)
+    torn = Layout(cfg.home).raw_hour("impressions", day, 1) / "part-0.json.gz"
+    torn.write_bytes(torn.read_bytes()[:-20])  # the end of the stream (and its checksum) lost in transfer
+    with pytest.raises(UnreadableRawFileError) as err:
+        run(cfg, day, "raw")
+    assert str(err.value) == (
+        f"{torn} (impressions dt={day}/hour=01) cannot be read: EOFError: Compressed file ended before the "
+        'end-of-stream marker was reached; join.unreadable_files = "quarantine" proceeds without it'
+    )
+
+    quarantine = cfg.model_copy(deep=True)
+    quarantine.join.unreadable_files = "quarantine"
+    stats = run(quarantine, day, "raw")
+    assert stats["success"] and stats["lines"] == 150  # hour 00's lines; hour 01 is left out
+    [unreadable] = stats["unreadable_files"]
+    assert unreadable["file"] == str(torn) and unreadable["hour"] == f"impressions dt={day}/hour=01"
+    assert unreadable["bytes"] == torn.stat().st_size and unreadable["cause"].startswith("EOFError: ")
 
 
 def test_clean_joined_day_passes(cfg: PctrConfig) -> None:

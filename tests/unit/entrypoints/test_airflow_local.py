@@ -71,6 +71,26 @@ def test_a_retried_task_starts_again() -> None:
     assert events == ["started", "train", "ended", "started", "train", "ended"]
 
 
+def test_a_sensor_rescheduled_between_its_checks_has_not_failed() -> None:
+    """A reschedule-mode sensor whose first check found it waiting (the end line is from a real run)."""
+    output = DagTestOutput()
+    check = OUTPUT[2].replace("task_id=train", "task_id=wait_for_logs")
+    waiting = (
+        "2026-12-02T10:04:54.492450Z [info     ] Workload finished              [supervisor] "
+        "duration=0.5386792720000813 exit_code=0 final_state=up_for_reschedule loc=supervisor.py:2658 "
+        "workload_id=01a23636-d6f3-7cbe-ac8d-066f5f1c7ddc workload_type=ExecuteTask"
+    )
+    events = [event for line in [check, waiting, check, OUTPUT[5]] for event in output.feed(line)]
+    assert [(e.kind, e.state, e.failed) for e in events] == [
+        ("started", None, False),
+        ("ended", "up_for_reschedule", False),
+        ("started", None, False),
+        ("ended", "success", False),
+    ]
+    assert output.ended == {"wait_for_logs": {"state": "success", "seconds": 2.75}}
+    assert TaskEvent("ended", "calibrate", state="failed", seconds=5.12).failed
+
+
 def _record(event: str, **extra: object) -> str:
     return json.dumps({"timestamp": "2026-12-01T22:53:46.046590Z", "level": "info", "event": event, **extra})
 

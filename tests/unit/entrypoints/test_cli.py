@@ -24,3 +24,20 @@ def test_missing_input_is_one_clear_line_and_a_nonzero_exit(
         "pctr build-features: FileNotFoundError: joined logs of ds=2026-11-01 are missing: "
         "run `pctr join-logs --ds 2026-11-01` first"
     ]
+
+
+def test_a_day_whose_logs_are_not_complete_is_refused_naming_the_first_missing_hour(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The join checks its hours before it starts Spark."""
+    from core.config import load_config
+    from simulator import logs
+
+    monkeypatch.setenv("PCTR_HOME", str(tmp_path))
+    logs.run(load_config(), "2026-03-02", 2, scale="tiny", until_hour=4)
+    for command in ("wait-for-logs", "join-logs"):
+        assert main([command, "--ds", "2026-03-02"]) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"pctr {command}: IncompleteLogsError: ds=2026-03-02 cannot be closed yet: "
+            "clicks dt=2026-03-03/hour=05 not complete"
+        ]

@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from core.config import PctrConfig, load_config
 from core.layout import Layout, day_bounds, ds_range, shift_ds
-from core.raw_logs import IMPRESSION_RECORD_KEYS
+from core.raw_logs import COMPLETE_MARKER, IMPRESSION_RECORD_KEYS, RAW_EVENTS, RawHour
 from simulator import logs
 from simulator.world import World
 
@@ -216,6 +216,57 @@ def test_reruns_and_day_by_day_runs_write_identical_bytes(clean: tuple[PctrConfi
     extra_users = f"data/raw/users/dt={shift_ds(START, 1)}/part-0.parquet"
     assert got.pop(extra_users) == expected[f"data/raw/users/dt={START}/part-0.parquet"]
     assert got == expected
+
+
+def test_a_day_written_hour_by_hour_has_the_bytes_of_a_whole_day_run(
+    faulty: tuple[PctrConfig, dict], tmp_path: Path
+) -> None:
+    cfg, _ = faulty
+    expected = _tree(cfg.home)
+    home, second = tmp_path / "hourly", shift_ds(START, 1)
+    _simulate(home, days=1, faults=FAULTS)
+    layout = Layout(home)
+    for hour in range(24):  # as a live producer writes them
+        _simulate(home, start=second, days=1, faults=FAULTS, until_hour=hour)
+        assert logs.written_through(layout, second) == hour
+        assert (layout.truth(second) / "part-0.parquet").exists() == (hour == 23)
+    got = _tree(home)
+    users = "data/raw/users/dt={}/part-0.parquet"
+    assert got.pop(users.format(second)) == expected[users.format(START)]  # each call starts with the users
+    assert got == expected
+
+
+def test_after_a_day_is_written_through_hour_h_its_hours_up_to_h_are_complete(tmp_path: Path) -> None:
+    """Every day whose events can land in those hours (the day itself and the days before it) has written them."""
+    cfg, stats = _simulate(tmp_path, days=2, until_hour=5)
+    layout, second = Layout(cfg.home), shift_ds(START, 1)
+    assert [stats["per_day"][ds]["written_through_hour"] for ds in (START, second)] == [23, 5]
+    for event in RAW_EVENTS:
+        assert all(RawHour(event, START, h).is_complete(layout) for h in range(24))
+        assert all(RawHour(event, second, h).is_complete(layout) for h in range(6))
+        assert not any(RawHour(event, second, h).is_complete(layout) for h in range(6, 24))
+    # the first day's late clicks already reached later hours of the second day and the day after it, whose own
+    # clicks are not written yet: those hours hold files but are not complete
+    late = sorted(layout.raw("clicks").glob(f"dt=*/hour=*/part-from-{START}.json.gz"))
+    later_hours = [p.parent for p in late if p.parent.parent.name != f"dt={START}" and p.parent.name >= "hour=06"]
+    assert later_hours and not any((hour / COMPLETE_MARKER).exists() for hour in later_hours)
+    # nothing of the second day stamped after 05:59 is written
+    second_day_files = layout.raw("clicks", second).glob(f"hour=*/part-from-{second}.json.gz")
+    assert {p.parent.name for p in second_day_files} <= {f"hour={h:02d}" for h in range(6)}
+    assert not (layout.truth(second) / "part-0.parquet").exists()
+
+
+def test_no_day_is_simulated_after_a_day_written_only_in_part(tmp_path: Path) -> None:
+    cfg, _ = _simulate(tmp_path, days=1, until_hour=5)
+    with pytest.raises(ValueError, match=rf"dt={START} is written only through hour 05: simulate it whole first"):
+        logs.run(cfg, shift_ds(START, 1), 1, scale="tiny")
+    # logs written before markers existed: the same refusal, which says how to fix them
+    for marker in Layout(cfg.home).raw("impressions").rglob(COMPLETE_MARKER):
+        marker.unlink()
+    with pytest.raises(ValueError, match=rf"dt={START} is written without _COMPLETE markers: .* re-simulated"):
+        logs.run(cfg, shift_ds(START, 1), 1, scale="tiny")
+    with pytest.raises(ValueError, match="until_hour"):
+        logs.run(cfg, START, 1, scale="tiny", until_hour=24)
 
 
 def test_world_is_independent_of_the_simulated_days() -> None:

@@ -1,6 +1,6 @@
 """How close to the oracle AUC any model can get on the simulated world, given the history it sees.
 
-The true click logit of an impression is a sum of terms (``simulator.logs.simulate_day``). Three are
+The true click logit of an impression is a sum of terms (``simulator.traffic.simulate_day``). Three are
 latent per entity and can only be estimated from logged history: the user's bias, the ad's quality
 and the user's interest in the ad's category. This replaces one or all of them by their best
 estimate from ``history`` earlier days, with every other term (context, position, fatigue) known
@@ -35,7 +35,7 @@ from bench.run import run_info
 from core.config import PctrConfig, load_config
 from core.io import write_json_atomic
 from models.metrics import auc
-from simulator import logs
+from simulator import traffic
 from simulator import world as sw
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -44,9 +44,9 @@ LATENT = ("user_bias", "ad_quality", "interest")
 
 def day_terms(world: sw.World, cfg: PctrConfig, ds: str, impressions: int) -> dict[str, np.ndarray]:
     """Labels, keys and the logit terms of every impression of ds (``intercept`` closes the sum)."""
-    log = logs.simulate_day(world, cfg, ds, cfg.simulation.seed, impressions)
+    log = traffic.simulate_day(world, cfg, ds, cfg.simulation.seed, impressions)
     user, ads, ad = log.user, log.ads, log.ad
-    hour = (log.imp_ms - sw.day_ms(dt.date.fromisoformat(ds))) // logs.HOUR_MS
+    hour = (log.imp_ms - sw.day_ms(dt.date.fromisoformat(ds))) // traffic.HOUR_MS
     terms = sw.base_terms(world, ads, user, ad, hour, log.placement)
     slot = sw.slot_terms(user, ad, log.position)
     terms["known"] = terms.pop("context") + slot["position"] + slot["fatigue"]

@@ -1,9 +1,9 @@
 """Simulate ground-truth ad logs: raw impressions, clicks and conversions, the ad/user catalogs and the truth.
 
-Traffic for each day comes from a generator seeded by (seed, day) and the world (``simulator.world``)
-does not depend on the simulated dates, so simulating days one at a time or together writes identical
-bytes. Clicks and conversions land in the hour partition of their own timestamp, which may be days after
-the impression, under ``part-from-<impression ds>.json.gz`` so that no two simulated days share a file.
+The traffic of each day (``simulator.traffic``) depends only on the seed and the day, and faults come from
+a generator of their own, so simulating days one at a time or together writes identical bytes. Clicks and
+conversions land in the hour partition of their own timestamp, which may be days after the impression,
+under ``part-from-<impression ds>.json.gz`` so that no two simulated days share a file.
 
 A day can also be written up to an hour (``run(..., until_hour=h)``), as a live producer writes the hours
 as they pass: its impressions of hours 00 to h and its clicks and conversions stamped before the end of
@@ -32,7 +32,6 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -46,40 +45,13 @@ from core.io import write_atomic
 from core.layout import Layout, ds_range, parse_ds, shift_ds
 from core.raw_logs import COMPLETE_MARKER, IMPRESSION_RECORD_KEYS, RAW_EVENTS, SERVED_FEATURES, RawHour, day_hours
 from simulator import world as sw
+from simulator.traffic import CONVERSION_CAP_MS, HOUR_MS, DayLog, click_cap_ms, click_delays_ms, simulate_day
 
 FAULT_KINDS = ("malformed", "duplicate", "orphan_click", "out_of_range")
 MODEL_VERSION = "sim-legacy"
-HOUR_MS = 3_600_000
-LATE_CLICK_SHARE = 0.04  # of clicks arriving after the attribution window
-CLICK_MEDIAN_MS = 180_000
-CONVERSION_RATE = 0.05
-CONVERSION_CAP_MS = 72 * 3_600_000
-_TAG_DAY, _TAG_FAULT = 3, 4
+# the faults' own generator (the traffic's has another tag): the traffic is the same with or without faults
+_TAG_FAULT = 4
 _TS_US = pa.timestamp("us", tz="UTC")
-
-
-@dataclass
-class DayLog:
-    """One simulated day before faults: impressions in ts order (as indices) plus their truth and outcomes.
-
-    Strings are only built an hour at a time when writing, which keeps memory far below one object per field.
-    """
-
-    ds: str
-    ads: sw.Ads  # the ads live that day; ``ad`` indexes it
-    ad_ids: np.ndarray  # of ``ads``
-    imp_ms: np.ndarray
-    req: np.ndarray
-    user: np.ndarray
-    ad: np.ndarray
-    placement: np.ndarray
-    position: np.ndarray
-    pctr_served: np.ndarray
-    p_click: np.ndarray
-    click_ms: np.ndarray  # -1 where no click
-    conv_row: np.ndarray  # impression rows that converted
-    conv_ms: np.ndarray
-    conv_value: np.ndarray
 
 
 def run(
@@ -154,59 +126,6 @@ def _require_previous_day_whole(layout: Layout, start: str) -> None:
         )
 
 
-def simulate_day(world: sw.World, cfg: PctrConfig, ds: str, seed: int, n: int) -> DayLog:
-    """Draw ``n`` impressions of day ``ds`` as a legacy (non-ML) ad server would have served them."""
-    day = parse_ds(ds)
-    rng = np.random.default_rng([seed, _TAG_DAY, day.toordinal()])
-    start_ms = sw.day_ms(day)
-    weight = world.activity * (world.signup_ms < start_ms)
-    if not weight.any():
-        raise ValueError(f"no simulated user has signed up by {ds}")
-
-    # Requests: one user, time, placement each, with several ad slots; truncated to exactly n slots.
-    placement = rng.choice(len(sw.PLACEMENTS), n, p=sw.PLACEMENT_P)
-    slots = 1 + rng.binomial(np.array(sw.MAX_SLOTS)[placement] - 1, 0.4)
-    n_req = int(np.searchsorted(np.cumsum(slots), n)) + 1
-    placement, slots = placement[:n_req], slots[:n_req]
-    slots[-1] -= slots.sum() - n
-    req_user = rng.choice(world.n_users, n_req, p=weight / weight.sum())
-    hours = rng.choice(24, n_req, p=sw.HOUR_VOLUME / sw.HOUR_VOLUME.sum())
-    # request attributes are iid, so sorting the times alone keeps them independent of time
-    req_ms = np.sort(start_ms + hours * HOUR_MS + rng.integers(0, HOUR_MS, n_req))
-    req = np.repeat(np.arange(n_req), slots)
-    req_start = np.concatenate([[0], np.cumsum(slots)[:-1]])
-    user, imp_ms, pl = req_user[req], req_ms[req], placement[req]
-
-    ads = world.live_ads(day)
-    ad = sw.pick_ads(rng, world, ads, user, imp_ms, req, start_ms)
-    hour = (imp_ms - start_ms) // HOUR_MS
-    base = sum(sw.base_terms(world, ads, user, ad, hour, pl).values())
-    # The legacy server ranks slots by bid x its own noisy estimate, so position is confounded with quality.
-    noisy = base + rng.normal(0.0, 0.8, n)
-    order = np.lexsort((-(np.log(ads.bid[ad]) + noisy), req))
-    ad, base, noisy = ad[order], base[order], noisy[order]
-    position = np.arange(n) - req_start[req] + 1
-    slot = sw.slot_terms(user, ad, position)
-    z = base + slot["position"] + slot["fatigue"]
-    intercept = sw.solve_intercept(z, cfg.simulation.base_ctr)
-    p_click = sw.sigmoid(intercept + z)
-    clicked = rng.random(n) < p_click
-    click_ms = np.full(n, -1, dtype=np.int64)
-    click_ms[clicked] = imp_ms[clicked] + click_delays_ms(rng, int(clicked.sum()), cfg.join.attribution_window_hours)
-    click_rows = np.flatnonzero(clicked)
-    conv_row = click_rows[rng.random(len(click_rows)) < CONVERSION_RATE]
-    conv_ms = click_ms[conv_row] + 1000 + _bounded_lognormal_ms(rng, len(conv_row), 2 * HOUR_MS, 1.5, CONVERSION_CAP_MS)
-    conv_value = np.round(rng.lognormal(math.log(25.0), 0.8, len(conv_row)), 2)
-
-    # the legacy estimate is noisy but calibrated on average, as a production model would roughly be
-    legacy = noisy + slot["position"]
-    pctr_served = np.round(sw.sigmoid(sw.solve_intercept(legacy, cfg.simulation.base_ctr) + legacy), 6)
-    return DayLog(
-        ds, ads, sw.ad_ids(ads), imp_ms, req, user, ad, pl, position, pctr_served, p_click, click_ms,
-        conv_row, conv_ms, conv_value,
-    )  # fmt: skip
-
-
 def _impression_frame(world: sw.World, log: DayLog, rows: slice, bid: np.ndarray, position: np.ndarray) -> pd.DataFrame:
     """The JSON fields of impression rows ``rows`` (``bid``/``position`` may carry injected faults)."""
     compact = log.ds.replace("-", "")
@@ -234,30 +153,6 @@ def _impression_frame(world: sw.World, log: DayLog, rows: slice, bid: np.ndarray
 
 def _iso(ms: np.ndarray) -> np.ndarray:
     return np.datetime_as_string(ms.astype("datetime64[ms]"), unit="ms", timezone="UTC").astype(object)
-
-
-def click_delays_ms(rng: np.random.Generator, n: int, window_hours: int) -> np.ndarray:
-    """Heavy-tailed click delays (>= 1 s) with ``LATE_CLICK_SHARE`` beyond ``window_hours``.
-
-    A lognormal with median ``CLICK_MEDIAN_MS`` whose sigma puts the wanted share past the window; the
-    far tail (beyond two days or twice the window) is redrawn between the window and that cap, which
-    keeps the late share while bounding how many days later a click can land.
-    """
-    window_ms = window_hours * HOUR_MS
-    sigma = math.log(window_ms / CLICK_MEDIAN_MS) / NormalDist().inv_cdf(1 - LATE_CLICK_SHARE)
-    return 1000 + _bounded_lognormal_ms(rng, n, CLICK_MEDIAN_MS, sigma, _click_cap_ms(window_hours), window_ms)
-
-
-def _click_cap_ms(window_hours: int) -> int:
-    return max(48, 2 * window_hours) * HOUR_MS
-
-
-def _bounded_lognormal_ms(
-    rng: np.random.Generator, n: int, median_ms: float, sigma: float, cap_ms: int, floor_ms: int = 0
-) -> np.ndarray:
-    delay = rng.lognormal(math.log(median_ms), sigma, n).astype(np.int64)
-    beyond = delay > cap_ms
-    return np.where(beyond, rng.integers(floor_ms, cap_ms, n), delay)
 
 
 def _ids(prefix: str, nums: np.ndarray) -> np.ndarray:
@@ -439,7 +334,7 @@ def _remove_stale(
 ) -> None:
     """Drop files that a previous run with other arguments left for ``origin_ds`` (in hours before
     ``written_before_ms`` only, if given: the later ones are not written by this call)."""
-    horizon_days = math.ceil((_click_cap_ms(window_hours) + CONVERSION_CAP_MS) / sw.DAY_MS) + 2
+    horizon_days = math.ceil((click_cap_ms(window_hours) + CONVERSION_CAP_MS) / sw.DAY_MS) + 2
     for event in ("clicks", "conversions"):
         for ds in ds_range(origin_ds, horizon_days):
             for hour in range(24):

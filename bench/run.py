@@ -143,7 +143,9 @@ def measure_cli(cfg: PctrConfig, *args: str) -> dict[str, Any]:
 
     A process of its own, as an Airflow task runs a stage: the peak (summed RSS of that process and its
     descendants: a Spark JVM, horovodrun's workers, sampled every 0.2 s) is the step's alone. The
-    caller's ``PCTR_*`` variables are replaced by ``cfg``'s, which already includes them.
+    caller's ``PCTR_*`` variables are replaced by ``cfg``'s, which already includes them. The process's
+    own peak as the kernel counted it (``wait4``'s maximum RSS) bounds the figure from below: a step
+    shorter than the sampling interval is measured too.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("PCTR_")} | config_env(cfg)
     started = time.time()
@@ -151,13 +153,16 @@ def measure_cli(cfg: PctrConfig, *args: str) -> dict[str, Any]:
         [sys.executable, "-m", "entrypoints.cli", *args, "--json"], env=env, stdout=subprocess.PIPE, text=True
     )
     with PeakMemory(proc.pid, interval=0.2) as memory:
-        stdout, _ = proc.communicate()
+        assert proc.stdout is not None
+        stdout = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"pctr {' '.join(args)} exited {proc.returncode} (its error is above)")
     return {
         "stats": json.loads(stdout.strip().splitlines()[-1]),
         "seconds": round(time.time() - started, 2),
-        "peak_rss_mib": memory.peak_mib,
+        "peak_rss_mib": max(memory.peak_mib, usage.ru_maxrss * 1024 / MIB),  # ru_maxrss is in KiB on Linux
     }
 
 

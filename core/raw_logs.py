@@ -94,9 +94,14 @@ class UnreadableRawFileError(RuntimeError):
     """A raw file cannot be read (a torn gzip, say); the one-line message names the file, its hour and the cause."""
 
 
+def incomplete_hours(layout: Layout, hours: list[RawHour]) -> list[RawHour]:
+    """The hours among ``hours`` without their completion marker, in the given order."""
+    return [hour for hour in hours if not hour.is_complete(layout)]
+
+
 def require_complete(layout: Layout, hours: list[RawHour], what: str) -> None:
     """Raise :class:`IncompleteLogsError` (``<what>: <first missing hour> not complete``) unless every hour is."""
-    missing = [hour for hour in hours if not hour.is_complete(layout)]
+    missing = incomplete_hours(layout, hours)
     if not missing:
         return
     first = missing[0]

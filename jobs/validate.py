@@ -32,7 +32,7 @@ from jobs.join_logs import OUTPUT_COLUMNS, ROW_COLUMNS
 if TYPE_CHECKING:
     from great_expectations.data_context import AbstractDataContext
     from great_expectations.expectations import Expectation
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame
 
 Stage = Literal["raw", "joined"]
 DATASOURCE = "pctr_spark"
@@ -60,12 +60,10 @@ def run(cfg: PctrConfig, ds: str, stage: Stage) -> Stats:
     if stage not in ("raw", "joined"):
         raise ValueError(f"stage must be 'raw' or 'joined', got {stage!r}")
     layout = Layout(cfg.home)
-    spark = spark_session(cfg)
-    context = _context(layout)
     stats: Stats = {"stage": f"validate_{stage}", "ds": ds}
-    checks = (
-        _raw_checks(cfg, layout, ds, stats, spark) if stage == "raw" else _joined_checks(cfg, layout, ds, stats, spark)
-    )
+    # each builder checks its inputs' files before it starts Spark: a missing hour fails in a second
+    checks = _raw_checks(cfg, layout, ds, stats) if stage == "raw" else _joined_checks(cfg, layout, ds, stats)
+    context = _context(layout)
     failed: list[str] = []
     n_expectations = 0
     try:
@@ -88,7 +86,7 @@ def run(cfg: PctrConfig, ds: str, stage: Stage) -> Stats:
 
 
 def _raw_checks(
-    cfg: PctrConfig, layout: Layout, ds: str, stats: Stats, spark: SparkSession
+    cfg: PctrConfig, layout: Layout, ds: str, stats: Stats
 ) -> list[tuple[str, DataFrame, list[Expectation]]]:
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
@@ -101,7 +99,7 @@ def _raw_checks(
     stats["unreadable_files"] = [f.summary() for f in unreadable]
     paths = [str(f.path) for f in files]
     # the raw text is the bulk of a line and no check reads it; caching the rest spares a re-parse per metric
-    df = read_raw_events(spark, paths, IMPRESSION_FIELDS).select(*RAW_COLUMNS).persist()
+    df = read_raw_events(spark_session(cfg), paths, IMPRESSION_FIELDS).select(*RAW_COLUMNS).persist()
     lines = df.count()
     stats["lines"] = lines
     v, mostly, parsed = cfg.validation, cfg.validation.min_valid_fraction, Column("parse_error").is_null()
@@ -129,7 +127,7 @@ def _raw_checks(
 
 
 def _joined_checks(
-    cfg: PctrConfig, layout: Layout, ds: str, stats: Stats, spark: SparkSession
+    cfg: PctrConfig, layout: Layout, ds: str, stats: Stats
 ) -> list[tuple[str, DataFrame, list[Expectation]]]:
     import great_expectations.expectations as gxe
     from pyspark.sql import functions as F
@@ -137,6 +135,7 @@ def _joined_checks(
     for path in (layout.joined(ds) / "data", layout.eval_sample(ds) / "data"):
         if not path.exists():
             raise FileNotFoundError(f"no joined output for ds={ds}: {path} is missing")
+    spark = spark_session(cfg)
     joined = spark.read.parquet(str(layout.joined(ds) / "data")).persist()
     sample = spark.read.parquet(str(layout.eval_sample(ds) / "data")).persist()
     v, w = cfg.validation, cfg.join.neg_rate

@@ -21,7 +21,7 @@ import logging
 from core.config import PctrConfig
 from core.io import Stats, write_stats
 from core.layout import Layout, day_bounds, shift_ds
-from core.raw_logs import RawHour, day_hours, require_complete
+from core.raw_logs import RawHour, day_hours, incomplete_hours, require_complete
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,7 @@ def needed_hours(cfg: PctrConfig, ds: str) -> list[RawHour]:
 
 def missing_hours(cfg: PctrConfig, ds: str) -> list[str]:
     """The hours that ds needs and that are not complete yet, first missing first (``clicks dt=D/hour=HH``)."""
-    layout = Layout(cfg.home)
-    return [str(hour) for hour in needed_hours(cfg, ds) if not hour.is_complete(layout)]
+    return [str(hour) for hour in incomplete_hours(Layout(cfg.home), needed_hours(cfg, ds))]
 
 
 def require_closable(cfg: PctrConfig, ds: str) -> list[RawHour]:

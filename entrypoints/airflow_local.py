@@ -42,6 +42,10 @@ WORKLOAD_FINISHED = re.compile(r"Workload finished .*?duration=(?P<seconds>\S+) 
 TRAIN_LINE = re.compile(r"(?P<text>\[train\] .*?)\s+\[task\.std(?:out|err)\]\s*$")
 # printed every second while a task runs: noise on a terminal
 WAITING_LINE = "No tasks to run. unrunnable tasks"
+# How long a connection to the sqlite metadata waits for another's write lock (Python's default: 5 s). The
+# scheduler, the DAG processor, the API server, the task processes and a CLI command share one file: with
+# the default, `airflow backfill create` beside a running scheduler failed with "database is locked".
+SQLITE_CONNECT_ARGS = {"timeout": 60}
 
 
 def airflow_env(cfg: PctrConfig, parallelism: int = 4) -> dict[str, str]:
@@ -58,6 +62,8 @@ def airflow_env(cfg: PctrConfig, parallelism: int = 4) -> dict[str, str]:
         "AIRFLOW__CORE__PARALLELISM": str(parallelism),
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(parallelism),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
@@ -140,6 +146,30 @@ def airflow(cfg: PctrConfig, *args: str) -> str:
 
 def migrate(cfg: PctrConfig) -> None:
     airflow(cfg, "db", "migrate")
+
+
+def is_paused(cfg: PctrConfig, dag_id: str) -> bool:
+    output = airflow(cfg, "dags", "details", dag_id, "-o", "json")
+    details = json.loads([line for line in output.splitlines() if line.startswith("[")][-1])
+    return details[0]["is_paused"] in (True, "True")
+
+
+def backfill(cfg: PctrConfig, first: str, last: str, dag_id: str = "pctr_daily") -> dict[str, Any]:
+    """Have the scheduler (``make ui``, or a deployment's) run ``dag_id`` again for the days first..last.
+
+    ``airflow backfill create``, reprocessing finished runs, one run at a time. Airflow 3 schedules no
+    task of a paused DAG, backfill or not: a paused DAG is refused here rather than left waiting.
+    """
+    if is_paused(cfg, dag_id):
+        raise ValueError(
+            f"{dag_id} is paused: Airflow runs no backfill of a paused DAG. Unpause it (the UI's toggle or "
+            f"`airflow dags unpause {dag_id}`; its schedule starts too) and run the backfill again."
+        )
+    airflow(
+        cfg, "backfill", "create", "--dag-id", dag_id, "--from-date", first, "--to-date", last,
+        "--reprocess-behavior", "completed", "--max-active-runs", "1",
+    )  # fmt: skip
+    return {"dag_id": dag_id, "from": first, "to": last, "reprocess": "completed", "max_active_runs": 1}
 
 
 @dataclass(frozen=True)

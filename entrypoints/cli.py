@@ -1,4 +1,4 @@
-"""``pctr``: one command per pipeline stage, plus simulate, run-day, serve, promote and rollback.
+"""``pctr``: one command per pipeline stage, plus simulate, run-day, backfill, serve, promote and rollback.
 
 Stage commands take ``--ds YYYY-MM-DD``; with ``--json`` the last stdout line is the stage summary
 as one JSON object (the same object the stage writes as ``_stats.json``). A failing stage prints one
@@ -63,6 +63,12 @@ def _cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_run_day(args: argparse.Namespace) -> dict[str, Any]:
     report = run_day(load_config(), args.ds, until=args.until, log=lambda line: print(line, file=sys.stderr))
     return {"ds": report["ds"], "stages": report["stages"]}
+
+
+def _cmd_backfill(args: argparse.Namespace) -> dict[str, Any]:
+    from entrypoints.airflow_local import backfill
+
+    return backfill(load_config(), args.first, args.last)
 
 
 def _cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run-day", _cmd_run_day, "run the whole daily pipeline for DS locally (no Airflow)")
     p.add_argument("ds", type=_ds)
     p.add_argument("--until", choices=list(STAGES_BY_NAME), help="stop after this stage")
+
+    p = add("backfill", _cmd_backfill, "have Airflow's scheduler run pctr_daily again for the days FIRST..LAST")
+    p.add_argument("first", type=_ds)
+    p.add_argument("last", type=_ds)
 
     p = add("serve", _cmd_serve, "start the ranking service on the CURRENT bundle")
     p.add_argument("--host", default=None)

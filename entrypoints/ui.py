@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
     env["AIRFLOW__API__PORT"] = str(args.airflow_port)
     env["AIRFLOW__API__HOST"] = "127.0.0.1"
+    # the scheduler's task processes report to {base_url}/execution/; without it, to port 8080 whatever the port
+    env["AIRFLOW__API__BASE_URL"] = f"http://127.0.0.1:{args.airflow_port}"
     children = ChildProcesses(grace=30.0)
     airflow = children.popen([sys.executable, "-m", "airflow", "standalone"], env=env)
     mlflow = children.popen(

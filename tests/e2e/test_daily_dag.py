@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import io
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,49 +24,6 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 MIB = 2**20
-
-# small and fast, but every engine is real: Spark, GX, Feast, horovodrun -np 2, MLflow, FAISS, Airflow
-DEMO_ENV = {
-    "PCTR_TRAIN__HISTORY_DAYS": "2",
-    "PCTR_TRAIN__EPOCHS": "2",
-    "PCTR_TRAIN__BATCH_SIZE": "256",
-    "PCTR_SERVING__PORT": "18501",
-    "PCTR_JOIN__NEG_RATE": "0.3",
-    # two epochs on 20k-impression days beat neither the base rate nor the baseline reliably (measured:
-    # normalized entropy 1.10 in one run, AUC 0.607 against the baseline's 0.643 in another): the gate's
-    # calibration checks apply; its refusals are tested in tests/unit/jobs/test_evaluate.py
-    "PCTR_GATE__MAX_NORMALIZED_ENTROPY": "1.5",
-    "PCTR_GATE__BASELINE_AUC_TOLERANCE": "0.2",
-}
-# fails the first task of the closed day (its gate: every bid above the maximum), so a failing run is short
-FAILING_ENV = {**DEMO_ENV, "PCTR_JOIN__MAX_BID": "0.001"}
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The home of a tiny demo run and what it printed."""
-    home = tmp_path_factory.mktemp("pctr-e2e")
-    printed = io.StringIO()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
-        for key, value in {"PCTR_HOME": str(home), **DEMO_ENV}.items():
-            mp.setenv(key, value)
-        from entrypoints import demo
-
-        assert demo.main(["--scale", "tiny"]) == 0
-    return home, printed.getvalue()
-
-
-@pytest.fixture(scope="module")
-def demo_home(demo_run: tuple[Path, str]) -> Path:
-    return demo_run[0]
-
-
-@pytest.fixture
-def copied_home(demo_home: Path, tmp_path: Path) -> Path:
-    """A copy of the demo's state (history prepared, Airflow migrated), for runs that must not change it."""
-    home = tmp_path / "home"
-    shutil.copytree(demo_home, home, symlinks=True)
-    return home
 
 
 def _descendants() -> set[psutil.Process]:
@@ -181,11 +136,11 @@ def test_the_terminal_shows_every_task_starting_and_ending_and_the_training_epoc
 
 
 def test_a_failed_task_ends_the_demo_at_once_with_its_error(
-    copied_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    copied_home: Path, failing_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from entrypoints import demo
 
-    for key, value in {"PCTR_HOME": str(copied_home), **FAILING_ENV}.items():
+    for key, value in {"PCTR_HOME": str(copied_home), **failing_env}.items():
         monkeypatch.setenv(key, value)
     before = _descendants()
     with pytest.raises(SystemExit) as failed:
@@ -203,8 +158,8 @@ def test_a_failed_task_ends_the_demo_at_once_with_its_error(
     assert _running(_descendants() - before) == set()
 
 
-def test_sigterm_stops_the_demo_and_every_process_it_started(copied_home: Path) -> None:
-    env = {**os.environ, "PCTR_HOME": str(copied_home), **FAILING_ENV, "PYTHONUNBUFFERED": "1"}
+def test_sigterm_stops_the_demo_and_every_process_it_started(copied_home: Path, failing_env: dict[str, str]) -> None:
+    env = {**os.environ, "PCTR_HOME": str(copied_home), **failing_env, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "entrypoints.demo", "--scale", "tiny"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -236,7 +191,7 @@ def _online_user_values(cfg, user_ids: list[str]) -> dict:
 
 
 def test_a_backfilled_older_day_is_registered_without_rewinding_what_is_live(
-    copied_home: Path, monkeypatch: pytest.MonkeyPatch
+    copied_home: Path, demo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The day before the closed one, run again from materialize on (as a backfill would): it registers a
     version, but champion, CURRENT and the online store stay on the newer day; then promote and rollback."""
@@ -247,7 +202,7 @@ def test_a_backfilled_older_day_is_registered_without_rewinding_what_is_live(
     from core.tracking import mlflow_client
     from jobs.pipeline import STAGES_BY_NAME, run_stage
 
-    for key, value in {"PCTR_HOME": str(copied_home), **DEMO_ENV}.items():
+    for key, value in {"PCTR_HOME": str(copied_home), **demo_env}.items():
         monkeypatch.setenv(key, value)
     cfg = load_config()
     layout = Layout(cfg.home)
@@ -292,13 +247,13 @@ def test_a_backfilled_older_day_is_registered_without_rewinding_what_is_live(
 
 
 def test_a_rerun_warm_started_from_the_champion_starts_from_its_weights(
-    demo_home: Path, monkeypatch: pytest.MonkeyPatch
+    demo_home: Path, demo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Last on purpose: it retrains the closed day in place (what clearing the Airflow task would do)."""
     from core.layout import CHECKPOINTS, ranker_dir
     from jobs import train
 
-    for key, value in {"PCTR_HOME": str(demo_home), **DEMO_ENV, "PCTR_TRAIN__WARM_START": "champion"}.items():
+    for key, value in {"PCTR_HOME": str(demo_home), **demo_env, "PCTR_TRAIN__WARM_START": "champion"}.items():
         monkeypatch.setenv(key, value)
     cfg = load_config()
     summary = read_json(demo_home / "demo" / "summary.json")

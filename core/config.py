@@ -86,7 +86,9 @@ class TrainConfig(BaseModel):
     # the cap of any categorical's hash buckets, which are sized from its distinct training values
     max_hash_buckets: int = 1_000_000
     hidden_units: tuple[int, ...] = (128, 64)
-    early_stopping_patience: int = Field(1, ge=1)
+    # Epochs without a better validation log loss before training stops. With 1, one noisy epoch ended the
+    # demo's training after epoch 2 of 6 for one seed in three (holdout AUC 0.7459 against 0.7476-0.7502).
+    early_stopping_patience: int = Field(2, ge=1)
     seed: int = 42
     retrieval_dim: int = 32
     retrieval_epochs: int = 2

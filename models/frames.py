@@ -16,10 +16,12 @@ import pandas as pd
 from models.features import MODEL_FEATURES, Feature
 
 # Hash buckets per distinct training value: room for the values that appear after training (new ads,
-# advertisers) with few collisions, while a field of three placements gets a table of MIN_BUCKETS rows,
-# not the id fields' hundreds of thousands (dense optimizer updates touch every row, every step).
-BUCKETS_PER_VALUE = 8
-MIN_BUCKETS = 16
+# advertisers) with few collisions, while a field of three placements gets a table of a few hundred
+# rows, not the id fields' hundreds of thousands (dense optimizer updates touch every row, every step).
+# With 8 a value, one value in eight shares its bucket, and the demo's ranker lost 0.0005 of validation
+# log loss against 100k buckets everywhere (measured over two seeds); 64 a value matches 100k buckets
+# and trains as fast as 8 (74k examples/s with 2 processes; 100k buckets: 10k).
+BUCKETS_PER_VALUE = 64
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def _log1p_clipped(values: np.ndarray) -> np.ndarray:
 
 def hash_buckets(distinct_values: int, max_buckets: int) -> int:
     """Buckets for a categorical with ``distinct_values`` in training: a power of two, at most ``max_buckets``."""
-    wanted = max(MIN_BUCKETS, BUCKETS_PER_VALUE * distinct_values)
+    wanted = BUCKETS_PER_VALUE * max(distinct_values, 1)
     return min(max_buckets, 1 << (wanted - 1).bit_length())
 
 

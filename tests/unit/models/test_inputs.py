@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from models.features import BY_NAME, MODEL_FEATURES, numeric_features
-from models.frames import MIN_BUCKETS, FeatureStats, compute_feature_stats, fill_defaults, hash_buckets
+from models.frames import BUCKETS_PER_VALUE, FeatureStats, compute_feature_stats, fill_defaults, hash_buckets
 from models.inputs import Standardize, to_tensors
 
 
@@ -44,17 +44,18 @@ def test_feature_stats_apply_log1p_where_the_spec_says_and_round_trip():
 
 
 def test_hash_buckets_are_powers_of_two_with_room_per_value_under_the_cap():
-    assert hash_buckets(1, 1 << 20) == MIN_BUCKETS
-    assert hash_buckets(3, 1 << 20) == 32
-    assert hash_buckets(100, 1 << 20) == 1024  # 8 buckets a value, rounded up
-    assert hash_buckets(10_000, 1 << 20) == 131_072
+    assert BUCKETS_PER_VALUE == 64
+    assert hash_buckets(1, 1 << 20) == 64
+    assert hash_buckets(3, 1 << 20) == 256  # 64 buckets a value, rounded up
+    assert hash_buckets(100, 1 << 20) == 8192
+    assert hash_buckets(10_000, 1 << 20) == 1 << 20
     assert hash_buckets(10_000, 50_000) == 50_000
 
 
 def test_feature_stats_size_each_categorical_from_its_distinct_values():
     columns = {"placement": np.array(["feed", "story", "feed"]), "user_id": np.array([f"u{i}" for i in range(1000)])}
     stats = compute_feature_stats(columns, [BY_NAME["placement"], BY_NAME["user_id"]], max_buckets=1 << 20)
-    assert stats.buckets == {"placement": 16, "user_id": 8192}
+    assert stats.buckets == {"placement": 128, "user_id": 65_536}
 
 
 def test_feature_stats_reject_nan():

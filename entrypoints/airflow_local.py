@@ -165,11 +165,12 @@ def backfill(cfg: PctrConfig, first: str, last: str, dag_id: str = "pctr_daily")
             f"{dag_id} is paused: Airflow runs no backfill of a paused DAG. Unpause it (the UI's toggle or "
             f"`airflow dags unpause {dag_id}`; its schedule starts too) and run the backfill again."
         )
-    airflow(
-        cfg, "backfill", "create", "--dag-id", dag_id, "--from-date", first, "--to-date", last,
-        "--reprocess-behavior", "completed", "--max-active-runs", "1",
-    )  # fmt: skip
-    return {"dag_id": dag_id, "from": first, "to": last, "reprocess": "completed", "max_active_runs": 1}
+    created = {
+        "dag_id": dag_id, "from_date": first, "to_date": last, "reprocess_behavior": "completed", "max_active_runs": 1,
+    }  # fmt: skip
+    # the same settings as `airflow backfill create` options: --dag-id=pctr_daily ...
+    airflow(cfg, "backfill", "create", *(f"--{key.replace('_', '-')}={value}" for key, value in created.items()))
+    return created
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,10 @@ class TrainConfig(BaseModel):
     # demo's training after epoch 2 of 6 for one seed in three (holdout AUC 0.7459 against 0.7476-0.7502).
     early_stopping_patience: int = Field(2, ge=1)
     seed: int = 42
+    # L2 strengths of the logistic-regression baseline (scikit-learn's C: the inverse, on the summed log
+    # loss), tried from the strongest; the validation log loss picks one
+    baseline_c_values: tuple[float, ...] = (1e-4, 3e-4, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+    baseline_max_iterations: int = 1000
     retrieval_dim: int = 32
     retrieval_epochs: int = 2
     retrieval_index: Literal["flat", "hnsw"] = "flat"

@@ -12,6 +12,9 @@ if TYPE_CHECKING:
 
 # Keras weights of the trained ranker, registered with the model so a later run can warm start from them.
 RANKER_WEIGHTS = "ranker.weights.h5"
+# the fitted logistic-regression baseline: its Keras weights (the ranker's first-order start) and how it was fitted
+BASELINE_WEIGHTS = "baseline.weights.h5"
+BASELINE_FIT = "baseline_fit.json"
 CHECKPOINTS = "checkpoints"
 FEATURE_STATS = "feature_stats.json"
 
@@ -67,6 +70,11 @@ class Layout:
 
     def raw_hour(self, event: str, ds: str, hour: int) -> Path:
         return self.raw(event, ds) / f"hour={hour:02d}"
+
+    @property
+    def public_data(self) -> Path:
+        """Public data sets fetched for benchmarks (the repository does not carry them)."""
+        return self.home / "data" / "public"
 
     def catalog(self, table: str) -> Path:
         """Slowly changing tables (``ads``, ``users``) as one Parquet file per change day."""

@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("benchmark-dataset", _cmd_benchmark_dataset, "DeepFM vs logistic regression on any click file")
     p.add_argument("path", type=Path)
-    p.add_argument("--format", choices=("criteo", "csv"), required=True)
+    p.add_argument("--format", choices=("criteo", "obd", "csv"), required=True)
     p.add_argument("--label", help="label column (csv)")
     p.add_argument("--categorical", help="comma-separated categorical columns (csv)")
     p.add_argument("--numeric", help="comma-separated numeric columns (csv)")

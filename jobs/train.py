@@ -1,4 +1,4 @@
-"""Ranker training stage: feature statistics, then ``horovodrun -np N`` workers (``jobs.train_worker``).
+"""Ranker training stage: the baseline (``jobs.fit_baseline``), then ``horovodrun -np N`` ranker workers.
 
 The launcher writes the exact configuration the workers use to the run directory, so the workers
 (separate processes started by horovodrun) see the same values whatever overrides the caller had.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from core.config import PctrConfig
 from core.io import Stats, read_json, write_stats, write_text_atomic
-from core.layout import CHECKPOINTS, ranker_dir
+from core.layout import BASELINE_FIT, CHECKPOINTS, ranker_dir
 
 # what the workers print at the end of an epoch, at early stopping and when the baseline starts
 PROGRESS = re.compile(r"(epoch \d+/\d+ .*|early stopping .*|baseline .*)$")
@@ -33,6 +33,21 @@ def horovod_command(cfg: PctrConfig, config_path: Path, ds: str, warm_start: tup
         "-np", str(n), "-H", f"localhost:{n}", "--gloo",
         sys.executable, "-m", "jobs.train_worker", "--config", str(config_path), "--ds", ds, *warm_start_args,
     ]  # fmt: skip
+
+
+def baseline_command(config_path: Path, ds: str, feature_stats: Path | None) -> list[str]:
+    stats_args = ["--feature-stats", str(feature_stats)] if feature_stats else []
+    return [sys.executable, "-m", "jobs.fit_baseline", "--config", str(config_path), "--ds", ds, *stats_args]
+
+
+def _run_checked(command: list[str], log_path: Path, env: dict[str, str]) -> None:
+    """``_run_logged``, raising with the log's last lines when ``command`` fails."""
+    returncode = _run_logged(command, log_path, env)
+    if returncode != 0:
+        tail = log_path.read_text().strip().splitlines()[-15:]
+        raise RuntimeError(
+            f"{Path(command[0]).name} exited {returncode}; last lines of {log_path}:\n" + "\n".join(tail)
+        )
 
 
 def _run_logged(command: list[str], log_path: Path, env: dict[str, str]) -> int:
@@ -56,7 +71,7 @@ def _run_logged(command: list[str], log_path: Path, env: dict[str, str]) -> int:
 
 
 def run(cfg: PctrConfig, ds: str) -> Stats:
-    """Train the DeepFM ranker and the logistic-regression baseline on the train split of ds.
+    """Fit the logistic-regression baseline (``jobs.fit_baseline``), then train the DeepFM ranker from it.
 
     An interrupted run (a crash, a killed task that Airflow retries) resumes from the checkpoint of
     its last finished epoch; the checkpoints are removed once the run succeeds. ``peak_memory_mib`` is
@@ -75,14 +90,12 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
 
         warm_start = download_ranker_weights(cfg, cfg.train.warm_start, out / "warm_start")
 
+    feature_stats = warm_start[2] if warm_start else None
     command = horovod_command(cfg, config_path, ds, warm_start[1:] if warm_start else None)
-    log_path = out / "train.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     with PeakMemory() as memory:
-        returncode = _run_logged(command, log_path, env)
-    if returncode != 0:
-        tail = log_path.read_text().strip().splitlines()[-15:]
-        raise RuntimeError(f"horovodrun exited {returncode}; last lines of {log_path}:\n" + "\n".join(tail))
+        _run_checked(baseline_command(config_path, ds, feature_stats), out / "baseline.log", env)
+        _run_checked(command, out / "train.log", env)
     result = read_json(out / "result.json")
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     stats_out: Stats = {
@@ -92,8 +105,9 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         "warm_start_version": warm_start[0] if warm_start else None,
         "command": " ".join(command),
         **result,
+        "baseline": read_json(out / BASELINE_FIT),
         "peak_memory_mib": memory.peak_mib,
-        "log": str(log_path),
+        "log": str(out / "train.log"),
         "seconds": round(time.time() - started, 2),
     }
     return write_stats(out, stats_out)

@@ -1,9 +1,10 @@
 """One Horovod rank of the ranker training (started by ``jobs.train`` through horovodrun).
 
 Each rank streams its share of the train split's Parquet row groups (``jobs.split_stream``);
-gradients are averaged with Horovod (Gloo); rank 0 checkpoints every epoch, exports the SavedModels,
-the Keras weights and the feature statistics they were trained with, and writes ``result.json``.
-The logistic-regression baseline is then trained the same way, on the same rows and ranks.
+gradients are averaged with Horovod (Gloo). The ranker's first-order part is the baseline that
+``jobs.fit_baseline`` fitted just before, frozen: the workers learn what it misses. Rank 0 checkpoints
+every epoch, exports the SavedModel, the Keras weights and the feature statistics they were trained
+with, and writes ``result.json``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.config import PctrConfig
 from core.io import write_json_atomic
-from core.layout import CHECKPOINTS, FEATURE_STATS, RANKER_WEIGHTS, Layout, ranker_dir
+from core.layout import BASELINE_WEIGHTS, CHECKPOINTS, FEATURE_STATS, RANKER_WEIGHTS, Layout, ranker_dir
 from jobs.split_stream import common_steps, row_groups, shard, stream_dataset
 from jobs.training_set import load_feature_stats
 
@@ -26,23 +27,24 @@ if TYPE_CHECKING:
     from models.frames import FeatureStats
 
 
-def run_key(config_path: Path, training_set_stats: Path, init_weights: Path | None) -> str:
-    """What makes two runs the same: configuration, training set (its stats change on every rebuild), start weights."""
+def run_key(*inputs: Path | None) -> str:
+    """What makes two runs the same: the files they start from (configuration, the training set's stats, which
+    change on every rebuild, start weights; None for one that is absent)."""
     digest = hashlib.sha256()
-    for path in (config_path, training_set_stats, init_weights):
+    for path in inputs:
         digest.update(path.read_bytes() if path is not None else b"-")
     return digest.hexdigest()
 
 
 def main() -> None:
-    """Train the ranker, then the baseline, on this rank's shards; rank 0 exports them and writes ``result.json``."""
+    """Train the ranker on this rank's shards from the fitted baseline; rank 0 exports it and writes ``result.json``."""
     args = _parse_args()
     cfg = PctrConfig.model_validate_json(args.config.read_text())
 
     import horovod.tensorflow as hvd
 
     from models.baseline import build_logistic
-    from models.deepfm import build_deepfm
+    from models.deepfm import build_deepfm, start_from_baseline
     from models.features import MODEL_FEATURES
     from models.training import Checkpoints, examples_per_second, train
 
@@ -56,40 +58,31 @@ def main() -> None:
     started = time.time()
     model = build_deepfm(MODEL_FEATURES, stats, cfg.train)
     train_ds, val_ds = datasets(cfg.train.seed)
-    warm_start_val_logloss = _warm_start(model, args.init_weights, val_ds, hvd, log)
-    key = run_key(args.config, layout.training_set(args.ds) / "_stats.json", args.init_weights)
+    _warm_start(model, args.init_weights)
+    # after a warm start too: the first-order part is today's fitted baseline, whatever the start weights held
+    baseline = build_logistic(MODEL_FEATURES, stats, cfg.train)
+    baseline.load_weights(out / BASELINE_WEIGHTS)
+    start_from_baseline(model, baseline)
+    training_set_stats = layout.training_set(args.ds) / "_stats.json"
+    key = run_key(args.config, training_set_stats, args.init_weights, out / BASELINE_WEIGHTS)
     checkpoints = Checkpoints(out / CHECKPOINTS, key)
     history = train(
         model, train_ds, val_ds, cfg.train, hvd=hvd, log=log, steps_per_epoch=steps, checkpoints=checkpoints
     )
     ranker_seconds = time.time() - started
 
-    # the baseline trains on the same rows the same way, across the same ranks: a fair comparison
-    started_baseline = time.time()
-    baseline = build_logistic(MODEL_FEATURES, stats, cfg.train)
-    log("baseline (logistic regression)")
-    baseline_history = train(
-        baseline, *datasets(cfg.train.seed + 1), cfg.train, hvd=hvd, log=log, steps_per_epoch=steps
-    )
-    baseline_seconds = time.time() - started_baseline
     if hvd.rank() != 0:
         return
 
-    _export(out, model, baseline, stats)
+    _export(out, model, stats)
     write_json_atomic(
         out / "result.json",
         {
             "history": history,
-            "baseline_history": baseline_history,
-            "warm_start_val_logloss": warm_start_val_logloss,
             "params": model.count_params(),
-            "baseline_params": baseline.count_params(),
             "ranker_seconds": round(ranker_seconds, 2),
-            "baseline_seconds": round(baseline_seconds, 2),
             "examples_per_second": examples_per_second(history),
-            "baseline_examples_per_second": examples_per_second(baseline_history),
             "saved_model": str(out / "saved_model"),
-            "baseline_saved_model": str(out / "baseline_saved_model"),
         },
     )
 
@@ -143,12 +136,10 @@ def _rank_datasets(cfg: PctrConfig, ds: str, hvd: Any) -> tuple[int, Callable[[i
     return steps, datasets
 
 
-def _warm_start(model: Any, init_weights: Path | None, val_ds: Any, hvd: Any, log: Callable[..., Any]) -> float | None:
-    """Load the warm-start weights, if any, and return their loss on this run's validation day (None without)."""
-    from models.training import validation_logloss
-
+def _warm_start(model: Any, init_weights: Path | None) -> None:
+    """Load the warm-start weights, if any."""
     if init_weights is None:
-        return None
+        return
     try:
         model.load_weights(init_weights)
     except ValueError as error:
@@ -156,18 +147,13 @@ def _warm_start(model: Any, init_weights: Path | None, val_ds: Any, hvd: Any, lo
             f"cannot warm start from {init_weights}: {error} (did embedding_dim, hidden_units or the "
             "feature spec change since that version?)"
         ) from error
-    # how good the starting point already is on this run's validation day
-    warm_start_val_logloss = validation_logloss(model, val_ds, hvd)
-    log(f"warm start from {init_weights}: val_logloss {warm_start_val_logloss:.5f}")
-    return warm_start_val_logloss
 
 
-def _export(out: Path, model: Any, baseline: Any, stats: FeatureStats) -> None:
-    """Rank 0: both SavedModels, the ranker's Keras weights (for warm starts) and the feature statistics."""
+def _export(out: Path, model: Any, stats: FeatureStats) -> None:
+    """Rank 0: the SavedModel, the Keras weights (for warm starts) and the feature statistics."""
     from models.export import export_saved_model
 
     export_saved_model(model, out / "saved_model")
-    export_saved_model(baseline, out / "baseline_saved_model")
     partial = out / f"partial.{RANKER_WEIGHTS}"  # Keras insists on the .weights.h5 suffix
     model.save_weights(partial)
     os.replace(partial, out / RANKER_WEIGHTS)

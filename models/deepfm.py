@@ -48,12 +48,34 @@ def build_deepfm(features: Sequence[Feature], stats: FeatureStats, cfg_train: Hy
     used = [f for f in features if f.deepfm]
     embeddings = field_vectors(encoded, cfg_train.embedding_dim, "emb", used)
 
-    fm = FactorizationMachine(name="fm")(embeddings)
+    # The FM's and the DNN's terms enter through output weights that start at zero: the untrained model
+    # is exactly its first-order part, which may come fitted (``start_from_baseline``).
+    fm = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros", name="fm_logit")(
+        FactorizationMachine(name="fm")(embeddings)
+    )
     hidden = keras.layers.Flatten(name="dnn_input")(embeddings)
     for i, units in enumerate(cfg_train.hidden_units):
         hidden = keras.layers.Dense(units, activation="relu", name=f"dnn_{i}")(hidden)
-    dnn = keras.layers.Dense(1, use_bias=False, name="dnn_logit")(hidden)
+    dnn = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros", name="dnn_logit")(hidden)
 
-    logit = keras.layers.Add(name="logit")([linear_logit(encoded, used), fm, dnn])
+    logit = keras.layers.Add(name="logit")([linear_logit(encoded), fm, dnn])
     pctr = keras.layers.Activation("sigmoid", name="pctr")(logit)
     return keras.Model(encoded.inputs, pctr, name="deepfm")
+
+
+FIRST_ORDER_LAYERS = ("linear_categorical", "linear_numeric", "linear")
+
+
+def start_from_baseline(model: keras.Model, baseline: keras.Model) -> None:
+    """Give ``model`` the fitted first-order weights of ``baseline`` (built on the same features and stats), frozen.
+
+    The ranker then learns only what the tuned linear model misses (field interactions). Before its
+    first step it predicts what the baseline predicts, and early stopping keeps that start unless an
+    epoch beats it: on validation the ranker can only match or beat the baseline.
+    """
+    names = {layer.name for layer in model.layers}
+    for name in FIRST_ORDER_LAYERS:
+        if name in names:
+            layer = model.get_layer(name)
+            layer.set_weights(baseline.get_layer(name).get_weights())
+            layer.trainable = False

@@ -86,9 +86,10 @@ class Feature:
     standardised log1p, ``norm`` = standardised value.
     tower: which retrieval tower uses it (``user`` / ``ad``), or None.
     model_input: False for a feature that Spark, Feast and the service carry but no model takes.
-    deepfm: False for an id that DeepFM leaves out: its weights would fit the id's own few rows, and
-    its click history reaches the ranker through the entity's windowed statistics. The baseline and
-    the retrieval towers still take it.
+    deepfm: False for an id that DeepFM's interactions (FM, DNN) leave out: its embedding would fit the
+    id's own few rows, and its click history reaches them through the entity's windowed statistics.
+    Its first-order weight is the baseline's, fitted with a tuned L2 penalty, in both models; the
+    retrieval towers take it too.
     """
 
     name: str

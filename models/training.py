@@ -12,7 +12,6 @@ Every worker must see the same number of training batches per epoch (shard, then
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -57,7 +56,8 @@ def train(
     the chief saves the training state after every epoch and a run that finds a state of the same
     key resumes after its last epoch (every worker reads it; rank 0's copy is broadcast anyway).
 
-    History: the per-epoch ``HISTORY_SERIES`` (``loss`` is rank-local), and ``best_epoch`` (1-based),
+    History: the per-epoch ``HISTORY_SERIES`` (``loss`` is rank-local), ``initial_val_logloss`` (before
+    the first step, a candidate too: ``best_epoch`` 0 keeps the starting weights), ``best_epoch``,
     ``best_val_logloss``, ``epochs_run``.
     """
     keras.utils.set_random_seed(cfg_train.seed)
@@ -66,7 +66,7 @@ def train(
     optimizer = keras.optimizers.Adam(learning_rate=cfg_train.learning_rate * size)
     optimizer.build(model.trainable_variables)
     history: dict[str, Any] = {key: [] for key in HISTORY_SERIES}
-    best_loss, best_epoch, best_weights = math.inf, 0, model.get_weights()
+    best_epoch, best_weights = 0, model.get_weights()
     resumed = checkpoints.restore(model, optimizer) if checkpoints is not None else None
     if resumed is not None:
         history, best_epoch, best_loss, best_weights = resumed
@@ -78,6 +78,12 @@ def train(
     train_step = _make_train_step(model, optimizer, hvd)
     val_step = _make_val_step(model)
     n_epochs = cfg_train.epochs if epochs is None else epochs
+    if resumed is None:
+        # the starting point is a candidate too: a model that starts from a fitted baseline or a warm
+        # start keeps it unless training improves on it
+        best_loss = history["initial_val_logloss"] = _val_logloss(val_ds, val_step, hvd)
+        if is_chief:
+            log(f"epoch 0/{n_epochs} val_logloss {best_loss:.5f} (the starting point)")
     patience = cfg_train.early_stopping_patience
 
     for epoch in range(len(history["loss"]) + 1, n_epochs + 1):

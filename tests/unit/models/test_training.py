@@ -66,6 +66,24 @@ def test_early_stopping_restores_the_best_weights(data, cfg):
     assert logloss(val_labels, preds) == pytest.approx(history["best_val_logloss"], rel=1e-4)
 
 
+def test_the_starting_point_is_kept_when_no_epoch_beats_it(data, cfg):
+    """The weights training starts from (a fitted baseline's, a warm start's) are a candidate of early stopping."""
+    frames, labels, stats = data
+    model = build_deepfm(MODEL_FEATURES, stats, cfg)
+    start = model.get_weights()
+    history = train(
+        model,
+        make_dataset(frames["train"], labels["train"], cfg.batch_size, shuffle_seed=cfg.seed),
+        make_dataset(frames["val"], 1.0 - labels["val"], 256),  # the opposite of what training learns
+        cfg,
+        log=lambda _: None,
+    )
+    assert history["best_epoch"] == 0 and history["epochs_run"] == cfg.early_stopping_patience
+    assert history["best_val_logloss"] == history["initial_val_logloss"] < min(history["val_logloss"])
+    for restored, initial in zip(model.get_weights(), start, strict=True):
+        np.testing.assert_array_equal(restored, initial)
+
+
 class FakeHorovod:
     """Single-worker stand-in recording the Horovod calls the loop makes."""
 
@@ -112,7 +130,7 @@ def test_horovod_path_broadcasts_underlying_variables_and_averages_gradients(dat
     assert history["epochs_run"] == 1
     assert all(isinstance(v, tf.Variable) for v in hvd.broadcast)
     assert len(hvd.broadcast) > len(model.variables)  # optimizer state too
-    assert hvd.ops.count("sum") == 1  # the validation loss, once per epoch
+    assert hvd.ops.count("sum") == 2  # the validation loss, of the start and once per epoch
     assert hvd.ops.count(f"grouped average of {len(model.trainable_variables)}") == 1  # traced once
 
 

@@ -16,6 +16,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,13 +49,16 @@ def run(
     max_rows: int | None = None,
     log: Callable[[str], None] = _stderr,
 ) -> dict[str, Any]:
-    """Train DeepFM and logistic regression on the first 80% of ``path``; metrics on the last 20%.
+    """Fit the baseline and train DeepFM from it on the first 80% of ``path``; metrics on the last 20%.
 
     Returns ``{"model": {"auc", "logloss"}, "baseline": {"auc", "logloss"}, "rows": {"train",
-    "test"}}`` plus ``validation_rows`` (the early-stopping slice, counted in ``rows.train``),
-    ``base_rate`` (test CTR), ``features``, ``examples_per_second`` (DeepFM training) and
-    ``seconds``. ``label`` / ``categorical`` / ``numeric`` are for ``csv`` only (Criteo's columns are
-    fixed). Hyperparameters come from ``cfg.train``. Progress goes to ``log`` (stderr), so that stdout
+    "test"}}`` plus ``validation_rows`` (the validation slice, counted in ``rows.train``),
+    ``validation_logloss`` of both models, ``baseline_fit`` (``models.baseline.LogisticFit``),
+    ``search`` (DeepFM's learning rate and embedding weight decay, chosen from
+    ``cfg.train.search_*`` on the validation slice, and every trial), ``base_rate`` (test CTR),
+    ``features``, ``examples_per_second`` (DeepFM training, the chosen setting's) and ``seconds``.
+    ``label`` / ``categorical`` / ``numeric`` are for ``csv`` only (Criteo's and the OBD's columns are
+    fixed). The other hyperparameters come from ``cfg.train``. Progress goes to ``log`` (stderr), so that stdout
     stays free for the result. An AUC is None when the test part holds a single class.
     """
     started = time.perf_counter()
@@ -193,6 +197,7 @@ def _train_and_score(
     from models.frames import compute_feature_stats
     from models.inputs import make_dataset
     from models.metrics import auc, logloss
+    from models.search import grid, search
     from models.training import examples_per_second, train
 
     n_train = int(len(frame) * TRAIN_FRACTION)
@@ -225,12 +230,20 @@ def _train_and_score(
     baseline_fit = fit_logistic(
         baseline, whole_fit_ds, val_ds, cfg.train.baseline_c_values, cfg.train.baseline_max_iterations, log
     )
-    log("training DeepFM on the same rows")
-    model = build_deepfm(features, stats, cfg.train)
-    start_from_baseline(model, baseline)
-    history = train(model, fit_ds, val_ds, cfg.train, log=log)
+
+    def fit_deepfm(hyperparameters: Any) -> tuple[float, tuple[Any, dict[str, Any]]]:
+        model = build_deepfm(features, stats, hyperparameters)
+        start_from_baseline(model, baseline)
+        history = train(model, fit_ds, val_ds, hyperparameters, log=log)
+        return history["best_val_logloss"], (model, history)
+
+    settings = grid(cfg.train.search_learning_rates, cfg.train.search_embedding_weight_decay)
+    log(f"training DeepFM on the same rows, {len(settings)} settings")
+    searched = search(settings, cfg.train, fit_deepfm, log)
+    model, history = searched.fitted
     return {
         "model": score(model),
+        "search": {"best": asdict(searched.best), "trials": searched.trials},
         "baseline": score(baseline),
         "baseline_fit": baseline_fit.to_dict(),
         # DeepFM starts from the baseline and keeps that start unless it beats it: never above the baseline's

@@ -38,16 +38,16 @@ SIMULATED_COLUMNS = ("user", "ad", "advertiser", "campaign", "category", "creati
                      "hour", "device", "age", "gender", "country")  # fmt: skip
 
 
-def simulated_log(cfg: PctrConfig, rows: int, path: Path) -> np.ndarray:
-    """Write ``rows`` impressions of a simulated small-scale day to ``path`` (CSV); return their click probabilities."""
+def simulated_log(cfg: PctrConfig, rows: int, path: Path, scale: str = "small") -> np.ndarray:
+    """Write ``rows`` impressions of a simulated day to ``path`` (CSV, time order); return their click probabilities."""
     import pandas as pd
 
-    users, n_ads, advertisers, impressions = cfg.simulation.scales["small"]
+    users, n_ads, advertisers, impressions = cfg.simulation.scales[scale]
     world = sw.World(cfg.simulation.seed, users, n_ads, advertisers, cfg.simulation.new_ads_per_day_fraction,
                      cfg.join.max_bid)  # fmt: skip
     day = traffic.simulate_day(world, cfg, SIMULATED_DAY, cfg.simulation.seed, impressions)
     if rows > len(day.user):
-        raise ValueError(f"a small-scale day has {len(day.user):,} impressions, fewer than {rows:,}")
+        raise ValueError(f"a {scale}-scale day has {len(day.user):,} impressions, fewer than {rows:,}")
     keep = np.sort(np.random.default_rng(cfg.simulation.seed).choice(len(day.user), rows, replace=False))
     user, ad = day.user[keep], day.ad[keep]
     hour = (day.imp_ms[keep] - sw.day_ms(dt.date.fromisoformat(SIMULATED_DAY))) // traffic.HOUR_MS
@@ -73,7 +73,8 @@ def bench_simulated(cfg: PctrConfig, rows: int, directory: Path) -> dict[str, An
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
-    """What the table shows of one data set: rows, AUC and log loss of each model, the baseline's L2 choice."""
+    """What the table shows of one data set: rows, AUC and log loss of each model, the baseline's L2 choice,
+    DeepFM's search."""
     fit = result["baseline_fit"]
     return {
         "rows": result["rows"],
@@ -81,6 +82,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         **{name: result[name] for name in ("model", "baseline", "oracle") if name in result},
         "model_minus_baseline_auc": _difference(result["model"]["auc"], result["baseline"]["auc"]),
         "baseline_fit": {k: fit[k] for k in ("c", "iterations", "converged", "val_logloss")},
+        "validation_logloss": result["validation_logloss"],
+        "search": result["search"],
         "seconds": result["seconds"],
     }
 

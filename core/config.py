@@ -83,6 +83,14 @@ class TrainConfig(BaseModel):
     batch_size: int = 1024
     learning_rate: float = 1e-3
     embedding_dim: int = 8
+    # decoupled weight decay (AdamW) of the ranker's field vectors, the FM's and the DNN's input: each step
+    # shrinks them by learning_rate x this. An L2 term in the loss does not work with Adam: on a row that
+    # no example of the batch touches, the penalty is the whole gradient, and Adam's normalised step
+    # moves it by the full learning rate (measured: 1e-5 kept the ranker at its starting point)
+    embedding_weight_decay: float = 0.0
+    # the grid benchmark-dataset searches (models.search) on its validation split
+    search_learning_rates: tuple[float, ...] = (1e-3, 3e-3)
+    search_embedding_weight_decay: tuple[float, ...] = (0.0, 0.03, 0.3)
     # the cap of any categorical's hash buckets, which are sized from its distinct training values
     max_hash_buckets: int = 1_000_000
     hidden_units: tuple[int, ...] = (128, 64)

@@ -13,6 +13,7 @@ class Hyperparameters(Protocol):
 
     seed: int
     embedding_dim: int
+    embedding_weight_decay: float
     hidden_units: tuple[int, ...]
     retrieval_dim: int
     learning_rate: float

@@ -63,8 +63,7 @@ def train(
     keras.utils.set_random_seed(cfg_train.seed)
     size = hvd.size() if hvd is not None else 1
     is_chief = hvd is None or hvd.rank() == 0
-    optimizer = keras.optimizers.Adam(learning_rate=cfg_train.learning_rate * size)
-    optimizer.build(model.trainable_variables)
+    optimizer = _optimizer(model, cfg_train.learning_rate * size, cfg_train.embedding_weight_decay)
     history: dict[str, Any] = {key: [] for key in HISTORY_SERIES}
     best_epoch, best_weights = 0, model.get_weights()
     resumed = checkpoints.restore(model, optimizer) if checkpoints is not None else None
@@ -129,6 +128,19 @@ def train(
     model.set_weights(best_weights)
     history.update(best_epoch=best_epoch, best_val_logloss=best_loss, epochs_run=len(history["loss"]))
     return history
+
+
+def _optimizer(model: keras.Model, learning_rate: float, embedding_weight_decay: float) -> keras.optimizers.Optimizer:
+    """Adam, or AdamW decaying the field-vector tables (``emb_*``) alone; built for the model's trainable weights."""
+    if not embedding_weight_decay:
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    else:
+        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=embedding_weight_decay)
+        optimizer.exclude_from_weight_decay(
+            var_list=[v for v in model.trainable_variables if not v.path.startswith("emb_")]
+        )
+    optimizer.build(model.trainable_variables)
+    return optimizer
 
 
 def examples_per_second(history: dict[str, Any]) -> float:

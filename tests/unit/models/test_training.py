@@ -10,6 +10,7 @@ from models.features import MODEL_FEATURES
 from models.frames import compute_feature_stats
 from models.inputs import make_dataset, to_tensors
 from models.metrics import auc, logloss
+from models.search import Setting, WithSetting
 from models.training import Checkpoints, examples_per_second, train
 
 
@@ -82,6 +83,28 @@ def test_the_starting_point_is_kept_when_no_epoch_beats_it(data, cfg):
     assert history["best_val_logloss"] == history["initial_val_logloss"] < min(history["val_logloss"])
     for restored, initial in zip(model.get_weights(), start, strict=True):
         np.testing.assert_array_equal(restored, initial)
+
+
+def test_weight_decay_shrinks_the_field_vectors_alone(data, cfg):
+    frames, labels, stats = data
+    tables = {}
+    for decay in (0.0, 1.0):
+        hyperparameters = WithSetting(cfg, Setting(cfg.learning_rate, decay))
+        model = build_deepfm(MODEL_FEATURES, stats, hyperparameters)
+        fit_ds = make_dataset(frames["train"], labels["train"], cfg.batch_size)
+        train(
+            model,
+            fit_ds,
+            make_dataset(frames["val"], labels["val"], 256),
+            hyperparameters,
+            log=lambda _: None,
+            epochs=1,
+        )
+        tables[decay] = {
+            name: np.linalg.norm(model.get_layer(name).get_weights()[0]) for name in ("emb_categorical", "dnn_0")
+        }
+    assert tables[1.0]["emb_categorical"] < 0.8 * tables[0.0]["emb_categorical"]
+    assert tables[1.0]["dnn_0"] == pytest.approx(tables[0.0]["dnn_0"], rel=0.2)
 
 
 class FakeHorovod:

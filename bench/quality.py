@@ -38,8 +38,9 @@ SIMULATED_COLUMNS = ("user", "ad", "advertiser", "campaign", "category", "creati
                      "hour", "device", "age", "gender", "country")  # fmt: skip
 
 
-def simulated_log(cfg: PctrConfig, rows: int, path: Path, scale: str = "small") -> np.ndarray:
-    """Write ``rows`` impressions of a simulated day to ``path`` (CSV, time order); return their click probabilities."""
+def simulated_log(cfg: PctrConfig, rows: int, path: Path, scale: str = "small") -> tuple[np.ndarray, np.ndarray]:
+    """Write ``rows`` impressions of a simulated day to ``path`` (CSV, time order); return their labels and click
+    probabilities."""
     import pandas as pd
 
     users, n_ads, advertisers, impressions = cfg.simulation.scales[scale]
@@ -59,14 +60,13 @@ def simulated_log(cfg: PctrConfig, rows: int, path: Path, scale: str = "small") 
         "gender": world.gender[user], "country": world.country[user],
     }  # fmt: skip
     pd.DataFrame(columns).to_csv(path, index=False)
-    return day.p_click[keep]
+    return columns["click"], day.p_click[keep]
 
 
 def bench_simulated(cfg: PctrConfig, rows: int, directory: Path) -> dict[str, Any]:
     path = directory / f"simulated-{rows}.csv"
-    p_click = simulated_log(cfg, rows, path)
+    labels, p_click = simulated_log(cfg, rows, path)
     result = benchmark_dataset.run(cfg, path, "csv", label="click", categorical=list(SIMULATED_COLUMNS))
-    labels = np.loadtxt(path, delimiter=",", skiprows=1, usecols=0)
     test = slice(result["rows"]["train"], None)
     result["oracle"] = {"auc": auc(labels[test], p_click[test]), "logloss": logloss(labels[test], p_click[test])}
     return result

@@ -36,10 +36,15 @@ class SumWithBias(keras.layers.Layer):
         return ops.sum(inputs, axis=1) + self.bias
 
 
+# the layers of the first-order part that hold weights (``field_vectors``'s with prefix "linear", the bias)
+LINEAR = "linear"
+FIRST_ORDER_LAYERS = (f"{LINEAR}_categorical", f"{LINEAR}_numeric", LINEAR)
+
+
 def linear_logit(encoded: EncodedFeatures, features: Sequence[Feature] | None = None) -> keras.KerasTensor:
     """First-order logit over ``features`` (default: all encoded): a 1-dim embedding per categorical,
     a weight per numeric, one bias."""
-    return SumWithBias(name="linear")(field_vectors(encoded, 1, "linear", features))
+    return SumWithBias(name=LINEAR)(field_vectors(encoded, 1, LINEAR, features))
 
 
 def build_logistic(features: Sequence[Feature], stats: FeatureStats, cfg_train: Hyperparameters) -> keras.Model:
@@ -162,10 +167,11 @@ class _LinearLayers:
     @classmethod
     def of(cls, model: keras.Model) -> _LinearLayers:
         names = {layer.name for layer in model.layers}
+        categorical, numeric, _ = FIRST_ORDER_LAYERS
         return cls(
             model,
-            model.get_layer("linear_categorical") if "linear_categorical" in names else None,
-            model.get_layer("linear_numeric") if "linear_numeric" in names else None,
+            model.get_layer(categorical) if categorical in names else None,
+            model.get_layer(numeric) if numeric in names else None,
         )
 
     @property
@@ -182,7 +188,7 @@ class _LinearLayers:
 
         outputs = {}
         if self.categorical is not None:
-            outputs["ids"] = self.model.get_layer("linear_ids").output
+            outputs["ids"] = self.model.get_layer(f"{LINEAR}_ids").output
         if self.numeric is not None:
             outputs["numeric"] = self.model.get_layer("standardize").output
         encoder = keras.Model(self.model.inputs, outputs)
@@ -209,4 +215,4 @@ class _LinearLayers:
             self.categorical.set_weights([weights[:split].reshape(-1, 1)])
         if self.numeric is not None:
             self.numeric.set_weights([weights[split:].reshape(-1, 1)])
-        self.model.get_layer("linear").set_weights([np.array([intercept], dtype=np.float32)])
+        self.model.get_layer(LINEAR).set_weights([np.array([intercept], dtype=np.float32)])

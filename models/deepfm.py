@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from models.baseline import linear_logit
+from models.baseline import FIRST_ORDER_LAYERS, linear_logit
 from models.features import Feature
 from models.frames import FeatureStats
 from models.inputs import encode_features, field_vectors
@@ -61,9 +61,6 @@ def build_deepfm(features: Sequence[Feature], stats: FeatureStats, cfg_train: Hy
     logit = keras.layers.Add(name="logit")([linear_logit(encoded), fm, dnn])
     pctr = keras.layers.Activation("sigmoid", name="pctr")(logit)
     return keras.Model(encoded.inputs, pctr, name="deepfm")
-
-
-FIRST_ORDER_LAYERS = ("linear_categorical", "linear_numeric", "linear")
 
 
 def start_from_baseline(model: keras.Model, baseline: keras.Model) -> None:

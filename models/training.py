@@ -182,11 +182,6 @@ def _make_val_step(model: keras.Model) -> Callable[[dict[str, tf.Tensor], tf.Ten
     return step
 
 
-def validation_logloss(model: keras.Model, val_ds: tf.data.Dataset, hvd: Any = None) -> float:
-    """Log loss of ``model`` on ``val_ds`` (summed over all Horovod workers' shards when ``hvd`` is given)."""
-    return _val_logloss(val_ds, _make_val_step(model), hvd)
-
-
 def _val_logloss(
     val_ds: tf.data.Dataset, val_step: Callable[[dict[str, tf.Tensor], tf.Tensor], tf.Tensor], hvd: Any
 ) -> float:

@@ -8,8 +8,9 @@ from core.config import load_config
 
 def test_the_simulated_log_is_a_time_ordered_sample_with_the_true_click_probabilities(tmp_path) -> None:
     cfg = load_config(home=tmp_path)
-    p_click = quality.simulated_log(cfg, 5_000, tmp_path / "log.csv", scale="tiny")
+    labels, p_click = quality.simulated_log(cfg, 5_000, tmp_path / "log.csv", scale="tiny")
     frame = pd.read_csv(tmp_path / "log.csv")
+    np.testing.assert_array_equal(frame["click"], labels)
     assert list(frame.columns) == ["click", *quality.SIMULATED_COLUMNS]
     assert len(frame) == len(p_click) == 5_000
     assert frame["hour"].is_monotonic_increasing and frame["hour"].nunique() == 24

@@ -1,7 +1,7 @@
 import numpy as np
 
-from models.baseline import build_logistic
-from models.deepfm import FIRST_ORDER_LAYERS, build_deepfm, start_from_baseline
+from models.baseline import FIRST_ORDER_LAYERS, build_logistic
+from models.deepfm import build_deepfm, start_from_baseline
 from models.features import BY_NAME, MODEL_FEATURES
 from models.inputs import make_dataset, to_tensors
 from models.training import train

@@ -46,6 +46,8 @@ WAITING_LINE = "No tasks to run. unrunnable tasks"
 # scheduler, the DAG processor, the API server, the task processes and a CLI command share one file: with
 # the default, `airflow backfill create` beside a running scheduler failed with "database is locked".
 SQLITE_CONNECT_ARGS = {"timeout": 60}
+# ...and still did, rarely, beside a scheduler busy with a run: a CLI command meeting the lock is run again.
+SQLITE_LOCK_ATTEMPTS = 3
 
 
 def airflow_env(cfg: PctrConfig, parallelism: int = 4) -> dict[str, str]:
@@ -136,8 +138,12 @@ def airflow(cfg: PctrConfig, *args: str) -> str:
     """Run one Airflow CLI command and return its output; raise with the tail of its output if it fails."""
     Layout(cfg.home).airflow_home.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "airflow", *args]
-    proc = subprocess.run(command, env=airflow_env(cfg), capture_output=True, text=True, check=False)
-    output = proc.stdout + proc.stderr
+    for _ in range(SQLITE_LOCK_ATTEMPTS):
+        proc = subprocess.run(command, env=airflow_env(cfg), capture_output=True, text=True, check=False)
+        output = proc.stdout + proc.stderr
+        # sqlite rolls back the locked transaction, so the command can run again as it was
+        if proc.returncode == 0 or "database is locked" not in output:
+            break
     if proc.returncode != 0:
         tail = "\n".join(output.strip().splitlines()[-25:])
         raise RuntimeError(f"`airflow {' '.join(args)}` exited {proc.returncode}:\n{tail}")

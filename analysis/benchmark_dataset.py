@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -198,7 +199,7 @@ def _train_and_score(
     from models.inputs import make_dataset
     from models.metrics import auc, logloss
     from models.search import grid, search
-    from models.training import examples_per_second, train
+    from models.training import Checkpoints, examples_per_second, train, trial_summary
 
     n_train = int(len(frame) * TRAIN_FRACTION)
     n_fit = n_train - int(n_train * VALIDATION_FRACTION)
@@ -231,15 +232,22 @@ def _train_and_score(
         baseline, whole_fit_ds, val_ds, cfg.train.baseline_c_values, cfg.train.baseline_max_iterations, log
     )
 
-    def fit_deepfm(hyperparameters: Any) -> tuple[float, tuple[Any, dict[str, Any]]]:
-        model = build_deepfm(features, stats, hyperparameters)
-        start_from_baseline(model, baseline)
-        history = train(model, fit_ds, val_ds, hyperparameters, log=log)
-        return history["best_val_logloss"], (model, history)
-
     settings = grid(cfg.train.search_learning_rates, cfg.train.search_embedding_weight_decay)
     log(f"training DeepFM on the same rows, {len(settings)} settings")
-    searched = search(settings, cfg.train, fit_deepfm, log)
+    with tempfile.TemporaryDirectory(prefix="pctr-search-") as checkpoints:
+
+        def fit_deepfm(hyperparameters: Any, epochs: int) -> tuple[float, tuple[Any, dict[str, Any]], dict[str, Any]]:
+            """A fresh DeepFM from the baseline, trained on from its trial's checkpoint to ``epochs``."""
+            trial = f"lr{hyperparameters.learning_rate:g}-decay{hyperparameters.embedding_weight_decay:g}"
+            model = build_deepfm(features, stats, hyperparameters)
+            start_from_baseline(model, baseline)
+            history = train(
+                model, fit_ds, val_ds, hyperparameters, log=log, epochs=epochs,
+                checkpoints=Checkpoints(Path(checkpoints) / trial, trial),
+            )  # fmt: skip
+            return history["best_val_logloss"], (model, history), trial_summary(history)
+
+        searched = search(settings, cfg.train, fit_deepfm, log)
     model, history = searched.fitted
     return {
         "model": score(model),

@@ -88,15 +88,26 @@ class TrainConfig(BaseModel):
     # no example of the batch touches, the penalty is the whole gradient, and Adam's normalised step
     # moves it by the full learning rate (measured: 1e-5 kept the ranker at its starting point)
     embedding_weight_decay: float = 0.0
-    # the grid benchmark-dataset searches (models.search) on its validation split
+    # the grid of the ranker's hyperparameter search (models.search) on the validation split: every
+    # setting trains the ranker once, the lowest validation loss wins (benchmark-dataset, and the daily run)
     search_learning_rates: tuple[float, ...] = (1e-3, 3e-3)
     search_embedding_weight_decay: tuple[float, ...] = (0.0, 0.03, 0.3)
+    # The daily run searches (the grid above and the baseline's C) when the recorded setting is this many days
+    # old or there is none, and trains with the recorded one on the days between: searches cost a training
+    # run per setting. 0: never search; train with learning_rate, embedding_weight_decay, baseline_c_values.
+    search_every_days: int = Field(7, ge=0)
     # the cap of any categorical's hash buckets, which are sized from its distinct training values
     max_hash_buckets: int = 1_000_000
     hidden_units: tuple[int, ...] = (128, 64)
     # Epochs without a better validation log loss before training stops. With 1, one noisy epoch ended the
     # demo's training after epoch 2 of 6 for one seed in three (holdout AUC 0.7459 against 0.7476-0.7502).
     early_stopping_patience: int = Field(2, ge=1)
+    # validation checks per epoch (the last at its end), so that training on small data can stop inside an epoch
+    validations_per_epoch: int = Field(2, ge=1)
+    # a check replaces the best so far only if its per-example validation losses are lower by this many
+    # standard errors of their paired mean difference: a chance improvement on a small validation split does
+    # not lead the ranker away from its starting point (the fitted baseline) or an earlier, better-regularised epoch
+    min_improvement_z: float = Field(1.0, ge=0.0)
     seed: int = 42
     # L2 strengths of the logistic-regression baseline (scikit-learn's C: the inverse, on the summed log
     # loss), tried from the strongest; the validation log loss picks one

@@ -122,6 +122,11 @@ class Layout:
         return self.home / "runs" / ds
 
     @property
+    def ranker_setting(self) -> Path:
+        """The hyperparameters the daily runs train with, as the last search chose them (``jobs.train``)."""
+        return self.home / "runs" / "ranker_setting.json"
+
+    @property
     def feast_repo(self) -> Path:
         return self.home / "feast"
 

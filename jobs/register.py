@@ -27,6 +27,7 @@ from core.layout import (
 )
 from core.tracking import code_version, mlflow_client, tracking_uri
 from jobs.evaluate import load_evaluation
+from jobs.train import trained_config
 from jobs.training_set import split_days
 from models.features import RANKER_SERVICE
 
@@ -39,8 +40,9 @@ def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def lineage(cfg: PctrConfig, ds: str) -> dict[str, str]:
-    """What the model was made from: the code, the effective configuration, the data and its features."""
+    """What the model was made from: the code, the configuration it was trained with, the data and its features."""
     layout = Layout(cfg.home)
+    cfg = trained_config(cfg, ds)
     days = sorted({day for kind, days in split_days(cfg, ds).values() if kind == "joined" for day in days})
     checksums = {day: read_json(layout.joined(day) / "_stats.json")["checksum"] for day in days}
     splits = read_json(layout.training_set(ds) / "_stats.json")["splits"]
@@ -88,10 +90,17 @@ def _log_run(cfg: PctrConfig, ds: str, evaluation: Stats, tags: dict[str, str], 
             **{k: v for k, v in retrieval.items() if k.startswith("recall_at_") and v is not None},
         }
     )
+    trained_with = trained_config(cfg, ds)
+    setting = training["setting"]
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"daily-{ds}") as active:
-        mlflow.set_tags(tags)
-        mlflow.log_params({**_flat("train", cfg.train.model_dump()), **_flat("join", cfg.join.model_dump())})
+        mlflow.set_tags(
+            {**tags, "setting.searched": str(setting["searched"]), "setting.searched_on": setting["searched_on"]}
+        )
+        mlflow.log_params(
+            {**_flat("train", trained_with.train.model_dump()), **_flat("join", trained_with.join.model_dump())}
+        )
         mlflow.log_metrics(metrics)
+        _log_trials(active.info.run_id, training["search"])
         mlflow.log_artifacts(str(evaluation_dir(cfg, ds)), "evaluation")
         info = mlflow.pyfunc.log_model(
             name="ranker",
@@ -108,6 +117,20 @@ def _log_run(cfg: PctrConfig, ds: str, evaluation: Stats, tags: dict[str, str], 
             metadata={"features": [f.name for f in MODEL_FEATURES], "ds": ds},
         )
         return active.info.run_id, str(info.registered_model_version)
+
+
+def _log_trials(parent_run_id: str, search: dict[str, Any] | None) -> None:
+    """The search's trials as child runs of the day's run (once: a retried register finds them logged)."""
+    import mlflow
+
+    if not search or mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'").shape[0]:
+        return
+    for number, trial in enumerate(search["trials"], start=1):
+        setting = {key: trial[key] for key in search["best"]}
+        with mlflow.start_run(run_name=f"trial-{number}", nested=True):
+            mlflow.set_tag("chosen", str(setting == search["best"]))
+            mlflow.log_params(_flat("train", setting))
+            mlflow.log_metrics({key: value for key, value in trial.items() if key not in setting})
 
 
 def promotion(evaluation: Stats, live: Any, ds: str, version: str) -> tuple[bool, str]:

@@ -80,18 +80,23 @@ def iterate_chunks(
 
 
 def stream_dataset(
-    groups: Sequence[RowGroup], features: Sequence[Feature], batch_size: int, shuffle_seed: int | None = None
+    groups: Sequence[RowGroup],
+    features: Sequence[Feature],
+    batch_size: int,
+    shuffle_seed: int | None = None,
+    first_epoch: int = 0,
 ) -> tf.data.Dataset:
     """A ``(features dict, label)`` dataset of ``batch_size`` batches over ``groups`` (the last one smaller).
 
     Python hands TensorFlow whole row groups (one conversion per column, not per batch); ``rebatch``
     cuts them into batches across row-group boundaries in TensorFlow. With a seed, each iteration
-    (epoch ``e``, counted from 0 per dataset object) is shuffled by the generator seeded
-    ``(shuffle_seed, e)``: the same seed gives the same batches, run after run.
+    (epoch ``e``, counted from ``first_epoch`` per dataset object: a resumed training run passes the
+    epochs it has done) is shuffled by the generator seeded ``(shuffle_seed, e)``: the same seed gives the
+    same batches, run after run.
     """
     import tensorflow as tf
 
-    epochs = itertools.count()
+    epochs = itertools.count(first_epoch)
 
     def generate() -> Iterator[Chunk]:
         rng = np.random.default_rng([shuffle_seed, next(epochs)]) if shuffle_seed is not None else None

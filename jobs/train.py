@@ -2,6 +2,10 @@
 
 The launcher writes the exact configuration the workers use to the run directory, so the workers
 (separate processes started by horovodrun) see the same values whatever overrides the caller had.
+
+Hyperparameters: every ``train.search_every_days`` the run searches them (the baseline's L2 strength and
+the ranker's grid, on the validation split) and records what won (``Layout.ranker_setting``); the runs in
+between train with the recorded setting, one fit each, so that a daily run stays fast and reproducible.
 """
 
 from __future__ import annotations
@@ -13,16 +17,56 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from core.config import PctrConfig
-from core.io import Stats, read_json, write_stats, write_text_atomic
-from core.layout import BASELINE_FIT, CHECKPOINTS, ranker_dir
+from core.io import Stats, read_json, write_json_atomic, write_stats, write_text_atomic
+from core.layout import BASELINE_FIT, CHECKPOINTS, Layout, parse_ds, ranker_dir
 
-# what the workers print at the end of an epoch, at early stopping and when the baseline starts
-PROGRESS = re.compile(r"(epoch \d+/\d+ .*|early stopping .*|baseline .*)$")
+RUN_CONFIG = "config.json"
+# what the workers print at the end of an epoch or a trial, at early stopping and when the baseline starts
+PROGRESS = re.compile(r"(epoch \d+/\d+ .*|early stopping .*|baseline .*|search .*)$")
 
 
-def horovod_command(cfg: PctrConfig, config_path: Path, ds: str, warm_start: tuple[Path, Path] | None) -> list[str]:
+def recorded_setting(cfg: PctrConfig) -> dict[str, Any] | None:
+    path = Layout(cfg.home).ranker_setting
+    return read_json(path) if path.exists() else None
+
+
+def search_due(cfg: PctrConfig, ds: str, recorded: dict[str, Any] | None) -> bool:
+    """Whether the run of ``ds`` searches: none recorded yet, or the record is ``search_every_days`` old.
+
+    A backfill of a day before the record trains with it: the setting in force is the latest one.
+    """
+    if cfg.train.search_every_days == 0:
+        return False
+    age = (parse_ds(ds) - parse_ds(recorded["searched_on"])).days if recorded else None
+    return age is None or age >= cfg.train.search_every_days
+
+
+def run_config(cfg: PctrConfig, recorded: dict[str, Any] | None, searching: bool) -> PctrConfig:
+    """The configuration the run trains with: the caller's, with the recorded setting unless it searches."""
+    if searching or recorded is None:
+        return cfg
+    setting = {
+        "learning_rate": recorded["learning_rate"],
+        "embedding_weight_decay": recorded["embedding_weight_decay"],
+        "baseline_c_values": (recorded["baseline_c"],),
+    }
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update=setting)})
+
+
+def trained_config(cfg: PctrConfig, ds: str) -> PctrConfig:
+    """The configuration the finished run of ``ds`` trained with: its run directory's, with the setting it
+    trained with (the recorded one, or its own search's winner)."""
+    out = ranker_dir(cfg, ds)
+    given = PctrConfig.model_validate_json((out / RUN_CONFIG).read_text())
+    return run_config(given, read_json(out / "_stats.json")["setting"], searching=False)
+
+
+def horovod_command(
+    cfg: PctrConfig, config_path: Path, ds: str, warm_start: tuple[Path, Path] | None, search: bool = False
+) -> list[str]:
     n = cfg.train.num_proc
     launcher = Path(sys.executable).with_name(cfg.train.horovodrun)
     warm_start_args = (
@@ -32,6 +76,7 @@ def horovod_command(cfg: PctrConfig, config_path: Path, ds: str, warm_start: tup
         str(launcher if launcher.exists() else cfg.train.horovodrun),
         "-np", str(n), "-H", f"localhost:{n}", "--gloo",
         sys.executable, "-m", "jobs.train_worker", "--config", str(config_path), "--ds", ds, *warm_start_args,
+        *(["--search"] if search else []),
     ]  # fmt: skip
 
 
@@ -73,16 +118,20 @@ def _run_logged(command: list[str], log_path: Path, env: dict[str, str]) -> int:
 def run(cfg: PctrConfig, ds: str) -> Stats:
     """Fit the logistic-regression baseline (``jobs.fit_baseline``), then train the DeepFM ranker from it.
 
-    An interrupted run (a crash, a killed task that Airflow retries) resumes from the checkpoint of
-    its last finished epoch; the checkpoints are removed once the run succeeds. ``peak_memory_mib`` is
-    the peak summed RSS of this process and every training process under it.
+    With the recorded hyperparameters, or, when a search is due (``search_due``), searching them and
+    recording the winner. An interrupted run (a crash, a killed task that Airflow retries) resumes from
+    the checkpoint of its last finished epoch; the checkpoints are removed once the run succeeds.
+    ``peak_memory_mib`` is the peak summed RSS of this process and every training process under it.
     """
     from core.resources import PeakMemory
 
     started = time.time()
     out = ranker_dir(cfg, ds)
     out.mkdir(parents=True, exist_ok=True)
-    config_path = out / "config.json"
+    recorded = recorded_setting(cfg)
+    searching = search_due(cfg, ds, recorded)
+    cfg = run_config(cfg, recorded, searching)
+    config_path = out / RUN_CONFIG
     write_text_atomic(config_path, cfg.model_dump_json(indent=2))
     warm_start = None
     if cfg.train.warm_start is not None:
@@ -91,12 +140,16 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         warm_start = download_ranker_weights(cfg, cfg.train.warm_start, out / "warm_start")
 
     feature_stats = warm_start[2] if warm_start else None
-    command = horovod_command(cfg, config_path, ds, warm_start[1:] if warm_start else None)
+    command = horovod_command(cfg, config_path, ds, warm_start[1:] if warm_start else None, search=searching)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     with PeakMemory() as memory:
         _run_checked(baseline_command(config_path, ds, feature_stats), out / "baseline.log", env)
         _run_checked(command, out / "train.log", env)
     result = read_json(out / "result.json")
+    baseline = read_json(out / BASELINE_FIT)
+    setting = _setting(cfg, ds, result, baseline, recorded if not searching else None)
+    if searching:
+        write_json_atomic(Layout(cfg.home).ranker_setting, {**setting, "trials": result["search"]["trials"]})
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     stats_out: Stats = {
         "stage": "train",
@@ -105,9 +158,21 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         "warm_start_version": warm_start[0] if warm_start else None,
         "command": " ".join(command),
         **result,
-        "baseline": read_json(out / BASELINE_FIT),
+        "setting": {**setting, "searched": searching},
+        "baseline": baseline,
         "peak_memory_mib": memory.peak_mib,
         "log": str(out / "train.log"),
         "seconds": round(time.time() - started, 2),
     }
     return write_stats(out, stats_out)
+
+
+def _setting(
+    cfg: PctrConfig, ds: str, result: dict[str, Any], baseline: dict[str, Any], recorded: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The hyperparameters the run trained with, and the day whose search chose them (None: the configured ones)."""
+    chosen = result["search"]["best"] if result["search"] else {
+        "learning_rate": cfg.train.learning_rate, "embedding_weight_decay": cfg.train.embedding_weight_decay,
+    }  # fmt: skip
+    searched_on = ds if result["search"] else recorded["searched_on"] if recorded else None
+    return {"searched_on": searched_on, **chosen, "baseline_c": baseline["c"]}

@@ -2,9 +2,10 @@
 
 Each rank streams its share of the train split's Parquet row groups (``jobs.split_stream``);
 gradients are averaged with Horovod (Gloo). The ranker's first-order part is the baseline that
-``jobs.fit_baseline`` fitted just before, frozen: the workers learn what it misses. Rank 0 checkpoints
-every epoch, exports the SavedModel, the Keras weights and the feature statistics they were trained
-with, and writes ``result.json``.
+``jobs.fit_baseline`` fitted just before, frozen: the workers learn what it misses. With ``--search``
+the ranks train once per setting of the configured grid (``models.search``) and keep the best on
+validation. Rank 0 checkpoints every epoch (of every trial), exports the SavedModel, the Keras weights
+and the feature statistics they were trained with, and writes ``result.json``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +39,8 @@ def run_key(*inputs: Path | None) -> str:
 
 
 def main() -> None:
-    """Train the ranker on this rank's shards from the fitted baseline; rank 0 exports it and writes ``result.json``."""
+    """Train the ranker on this rank's shards from the fitted baseline (with ``--search``, once per setting of
+    the configured grid, keeping the best); rank 0 exports it and writes ``result.json``."""
     args = _parse_args()
     cfg = PctrConfig.model_validate_json(args.config.read_text())
 
@@ -46,7 +49,8 @@ def main() -> None:
     from models.baseline import build_logistic
     from models.deepfm import build_deepfm, start_from_baseline
     from models.features import MODEL_FEATURES
-    from models.training import Checkpoints, examples_per_second, train
+    from models.search import grid, search
+    from models.training import Checkpoints, examples_per_second, train, trial_summary
 
     _init_rank(cfg, hvd)
     layout = Layout(cfg.home)
@@ -56,19 +60,40 @@ def main() -> None:
     steps, datasets = _rank_datasets(cfg, args.ds, hvd)
     log = print if hvd.rank() == 0 else (lambda *a, **k: None)
     started = time.time()
-    model = build_deepfm(MODEL_FEATURES, stats, cfg.train)
-    train_ds, val_ds = datasets(cfg.train.seed)
-    _warm_start(model, args.init_weights)
     # after a warm start too: the first-order part is today's fitted baseline, whatever the start weights held
     baseline = build_logistic(MODEL_FEATURES, stats, cfg.train)
     baseline.load_weights(out / BASELINE_WEIGHTS)
-    start_from_baseline(model, baseline)
     training_set_stats = layout.training_set(args.ds) / "_stats.json"
     key = run_key(args.config, training_set_stats, args.init_weights, out / BASELINE_WEIGHTS)
-    checkpoints = Checkpoints(out / CHECKPOINTS, key)
-    history = train(
-        model, train_ds, val_ds, cfg.train, hvd=hvd, log=log, steps_per_epoch=steps, checkpoints=checkpoints
-    )
+
+    def fit(
+        hyperparameters: Any, checkpoints: Checkpoints, epochs: int | None = None
+    ) -> tuple[float, tuple[Any, dict[str, Any]], dict[str, Any]]:
+        """Train a fresh ranker from the baseline (or what ``checkpoints`` hold of it) up to ``epochs``."""
+        model = build_deepfm(MODEL_FEATURES, stats, hyperparameters)
+        _warm_start(model, args.init_weights)
+        start_from_baseline(model, baseline)
+        # the same batches as an uninterrupted run, whether this call starts the run or goes on with it
+        train_ds, val_ds = datasets(hyperparameters.seed, checkpoints.epochs_done())
+        history = train(
+            model, train_ds, val_ds, hyperparameters, hvd=hvd, log=log, epochs=epochs, steps_per_epoch=steps,
+            checkpoints=checkpoints,
+        )  # fmt: skip
+        return history["best_val_logloss"], (model, history), trial_summary(history)
+
+    searched = None
+    if args.search:
+        settings = grid(cfg.train.search_learning_rates, cfg.train.search_embedding_weight_decay)
+        log(f"search over {len(settings)} settings")
+
+        def fit_trial(hyperparameters: Any, epochs: int) -> tuple[float, tuple[Any, dict[str, Any]], dict[str, Any]]:
+            trial = f"lr{hyperparameters.learning_rate:g}-decay{hyperparameters.embedding_weight_decay:g}"
+            return fit(hyperparameters, Checkpoints(out / CHECKPOINTS / trial, f"{key}-{trial}"), epochs)
+
+        searched = search(settings, cfg.train, fit_trial, log)
+        model, history = searched.fitted
+    else:
+        _, (model, history), _ = fit(cfg.train, Checkpoints(out / CHECKPOINTS, key))
     ranker_seconds = time.time() - started
 
     if hvd.rank() != 0:
@@ -79,6 +104,7 @@ def main() -> None:
         out / "result.json",
         {
             "history": history,
+            "search": {"best": asdict(searched.best), "trials": searched.trials} if searched else None,
             "params": model.count_params(),
             "ranker_seconds": round(ranker_seconds, 2),
             "examples_per_second": examples_per_second(history),
@@ -94,6 +120,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--ds", required=True)
     parser.add_argument("--init-weights", type=Path, help="Keras weights to start from (warm start)")
     parser.add_argument("--feature-stats", type=Path, help="feature statistics of the warm-start model")
+    parser.add_argument("--search", action="store_true", help="train once per setting of train.search_*, keep the best")
     return parser.parse_args()
 
 
@@ -110,8 +137,9 @@ def _init_rank(cfg: PctrConfig, hvd: Any) -> None:
     keras.utils.set_random_seed(cfg.train.seed + hvd.rank())
 
 
-def _rank_datasets(cfg: PctrConfig, ds: str, hvd: Any) -> tuple[int, Callable[[int], tuple[Any, Any]]]:
-    """The steps per epoch that every rank can take, and a maker of this rank's (train, validation) datasets.
+def _rank_datasets(cfg: PctrConfig, ds: str, hvd: Any) -> tuple[int, Callable[[int, int], tuple[Any, Any]]]:
+    """The steps per epoch that every rank can take, and a maker of this rank's (train, validation) datasets
+    (from a seed and the first epoch they serve).
 
     Every rank must take the same number of steps, since each step averages gradients across all of them.
     """
@@ -126,10 +154,12 @@ def _rank_datasets(cfg: PctrConfig, ds: str, hvd: Any) -> tuple[int, Callable[[i
     # each rank scores its row groups of the validation day; the losses are summed across ranks
     my_validation = shard(row_groups(cfg, ds, "validation"), hvd.rank(), hvd.size())
 
-    def datasets(seed: int) -> tuple[Any, Any]:
+    def datasets(seed: int, first_epoch: int) -> tuple[Any, Any]:
         # unweighted on purpose: the model learns the downsampled odds and calibration undoes them
         return (
-            stream_dataset(my_train, MODEL_FEATURES, batch_size, shuffle_seed=seed + hvd.rank()),
+            stream_dataset(
+                my_train, MODEL_FEATURES, batch_size, shuffle_seed=seed + hvd.rank(), first_epoch=first_epoch
+            ),
             stream_dataset(my_validation, MODEL_FEATURES, 4 * batch_size),
         )
 

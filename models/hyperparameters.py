@@ -19,3 +19,5 @@ class Hyperparameters(Protocol):
     learning_rate: float
     epochs: int
     early_stopping_patience: int
+    validations_per_epoch: int
+    min_improvement_z: float

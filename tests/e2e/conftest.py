@@ -14,6 +14,9 @@ DEMO_ENV = {
     "PCTR_TRAIN__HISTORY_DAYS": "2",
     "PCTR_TRAIN__EPOCHS": "2",
     "PCTR_TRAIN__BATCH_SIZE": "256",
+    # the first run searches: two settings keep it short
+    "PCTR_TRAIN__SEARCH_LEARNING_RATES": "[0.001]",
+    "PCTR_TRAIN__SEARCH_EMBEDDING_WEIGHT_DECAY": "[0.0, 0.03]",
     "PCTR_SERVING__PORT": "18501",
     "PCTR_JOIN__NEG_RATE": "0.3",
     # two epochs on 20k-impression days beat neither the base rate nor the baseline reliably (measured:

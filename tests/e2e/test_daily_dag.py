@@ -227,6 +227,11 @@ def test_a_backfilled_older_day_is_registered_without_rewinding_what_is_live(
     assert registered["champion_version"] == summary["model_version"]
     assert layout.current_pointer.read_text() == current_before
     assert stats["publish"]["flipped"] is False
+    # between searches: the setting the closed day's search recorded, the baseline fitted at its C alone
+    recorded = read_json(layout.ranker_setting)
+    assert stats["train"]["setting"] == {**{k: v for k, v in recorded.items() if k != "trials"}, "searched": False}
+    assert [step["c"] for step in stats["train"]["baseline"]["path"]] == [recorded["baseline_c"]]
+    assert stats["train"]["search"] is None
 
     # a retried register reuses its run and model version
     again = run_stage(cfg, "register", older)
@@ -265,6 +270,43 @@ def test_the_ranker_started_from_the_days_baseline_fitted_to_convergence(
     # that start or something better on validation
     assert ranker["initial_val_logloss"] == pytest.approx(baseline["val_logloss"], rel=1e-5)
     assert ranker["best_val_logloss"] <= ranker["initial_val_logloss"]
+
+
+def test_the_first_run_searched_its_hyperparameters_and_logged_every_trial(
+    demo_home: Path, demo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.layout import Layout, ranker_dir
+    from core.tracking import mlflow_client
+
+    for key, value in {"PCTR_HOME": str(demo_home), **demo_env}.items():
+        monkeypatch.setenv(key, value)
+    cfg = load_config()
+    summary = read_json(demo_home / "demo" / "summary.json")
+    trained = read_json(ranker_dir(cfg, summary["ds"]) / "_stats.json")
+    trials = trained["search"]["trials"]
+    assert [(t["learning_rate"], t["embedding_weight_decay"]) for t in trials] == [(0.001, 0.03), (0.001, 0.0)]
+    best = min(trials, key=lambda t: t["val_logloss"])
+    assert trained["history"]["best_val_logloss"] == best["val_logloss"]
+    setting = {"learning_rate": best["learning_rate"], "embedding_weight_decay": best["embedding_weight_decay"]}
+    assert trained["setting"] == {
+        "searched_on": summary["ds"],
+        **setting,
+        "baseline_c": trained["baseline"]["c"],
+        "searched": True,
+    }
+    assert read_json(Layout(cfg.home).ranker_setting)["trials"] == trials
+
+    client = mlflow_client(cfg)
+    run = client.get_run(client.get_model_version(cfg.model_name, summary["model_version"]).run_id)
+    assert run.data.tags["setting.searched"] == "True"
+    assert float(run.data.params["train.learning_rate"]) == best["learning_rate"]
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    assert len(children) == len(trials)
+    chosen = [child for child in children if child.data.tags["chosen"] == "True"]
+    assert len(chosen) == 1 and chosen[0].data.metrics["val_logloss"] == pytest.approx(best["val_logloss"])
+    assert float(chosen[0].data.params["train.embedding_weight_decay"]) == best["embedding_weight_decay"]
 
 
 def test_a_rerun_warm_started_from_the_champion_starts_from_its_weights(

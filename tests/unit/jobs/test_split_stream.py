@@ -77,6 +77,8 @@ def test_each_epoch_is_reshuffled_and_a_seed_repeats_the_same_epochs(cfg: PctrCo
     first, second = epochs(stream_dataset(groups, FEATURES, 50, shuffle_seed=5))
     assert first != second and sorted(first) == sorted(second)
     assert epochs(stream_dataset(groups, FEATURES, 50, shuffle_seed=5)) == [first, second]
+    # a run resumed after its first epoch goes on with the second epoch's order
+    assert epochs(stream_dataset(groups, FEATURES, 50, shuffle_seed=5, first_epoch=1))[0] == second
     # the file itself was shuffled once; without a seed the order is the file's, every time
     in_file = pd.read_parquet(groups[0].path)["user_id"].str.encode("utf-8").tolist()
     assert in_file != sorted(in_file, key=lambda u: int(u[1:]))

@@ -51,6 +51,7 @@ def cfg() -> TrainConfig:
         hidden_units=(16, 8),
         retrieval_dim=8,
         early_stopping_patience=1,
+        validations_per_epoch=1,
     )
 
 

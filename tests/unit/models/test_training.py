@@ -1,4 +1,5 @@
 import json
+import math
 
 import keras
 import numpy as np
@@ -81,6 +82,51 @@ def test_the_starting_point_is_kept_when_no_epoch_beats_it(data, cfg):
     )
     assert history["best_epoch"] == 0 and history["epochs_run"] == cfg.early_stopping_patience
     assert history["best_val_logloss"] == history["initial_val_logloss"] < min(history["val_logloss"])
+    for restored, initial in zip(model.get_weights(), start, strict=True):
+        np.testing.assert_array_equal(restored, initial)
+
+
+def test_training_on_small_data_can_stop_inside_an_epoch(data, cfg):
+    """Trained towards all-zero labels, the predictions fall through the validation rate inside the first epoch:
+    the validation loss falls, then rises, and training stops a patience's worth of checks after the best one."""
+    frames, labels, stats = data
+    cfg = cfg.model_copy(update={"validations_per_epoch": 4, "min_improvement_z": 0.0, "learning_rate": 0.002})
+    model = build_deepfm(MODEL_FEATURES, stats, cfg)
+    history = train(
+        model,
+        make_dataset(frames["train"], np.zeros_like(labels["train"]), cfg.batch_size, shuffle_seed=cfg.seed),
+        make_dataset(frames["val"], labels["val"], 256),
+        cfg,
+        log=lambda _: None,
+        epochs=10,
+    )
+    positions = [check["epoch"] for check in history["checks"]]
+    assert positions[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert history["best_epoch"] % 1 != 0  # a point inside an epoch
+    assert positions[-1] == history["best_epoch"] + cfg.early_stopping_patience
+    assert history["epochs_run"] == math.ceil(positions[-1]) < 10
+    preds = np.asarray(model(to_tensors(frames["val"])))[:, 0]
+    assert logloss(labels["val"], preds) == pytest.approx(history["best_val_logloss"], rel=1e-4)
+
+
+def test_a_lower_validation_loss_counts_only_beyond_its_standard_error(data, cfg):
+    """The gain of each check is measured in standard errors; below ``min_improvement_z`` the start is kept."""
+    frames, labels, stats = data
+    datasets = (
+        make_dataset(frames["train"], labels["train"], cfg.batch_size, shuffle_seed=cfg.seed),
+        make_dataset(frames["val"], labels["val"], 256),
+    )
+    learnt = train(build_deepfm(MODEL_FEATURES, stats, cfg), *datasets, cfg, log=lambda _: None)
+    assert learnt["best_epoch"] > 0 and learnt["best_val_logloss"] < learnt["initial_val_logloss"]
+    strongest_gain = max(check["z"] for check in learnt["checks"])
+    assert strongest_gain > cfg.min_improvement_z
+
+    model = build_deepfm(MODEL_FEATURES, stats, cfg)
+    start = model.get_weights()
+    strict = cfg.model_copy(update={"min_improvement_z": strongest_gain + 1})
+    kept = train(model, *datasets, strict, log=lambda _: None)
+    assert kept["best_epoch"] == 0 and kept["best_val_logloss"] == kept["initial_val_logloss"]
+    assert min(check["val_logloss"] for check in kept["checks"]) < kept["initial_val_logloss"]
     for restored, initial in zip(model.get_weights(), start, strict=True):
         np.testing.assert_array_equal(restored, initial)
 

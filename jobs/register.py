@@ -93,9 +93,7 @@ def _log_run(cfg: PctrConfig, ds: str, evaluation: Stats, tags: dict[str, str], 
     trained_with = trained_config(cfg, ds)
     setting = training["setting"]
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"daily-{ds}") as active:
-        mlflow.set_tags(
-            {**tags, "setting.searched": str(setting["searched"]), "setting.searched_on": setting["searched_on"]}
-        )
+        mlflow.set_tags({**tags, **{f"setting.{key}": str(setting[key]) for key in ("searched", "searched_on")}})
         mlflow.log_params(
             {**_flat("train", trained_with.train.model_dump()), **_flat("join", trained_with.join.model_dump())}
         )

@@ -35,12 +35,30 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def _piecewise_linear(p: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Linear interpolation through the knots ``(x, y)``; beyond the ends, the end segments extended in logit
+    space, which keeps the map strictly increasing and inside (0, 1) (the fit's lowest level is often its floor)."""
+    inside = np.interp(p, x, y)
+    if x.size < 2:
+        return inside
+
+    def extended(end: int, other: int) -> np.ndarray:
+        slope = (_logit(y[end]) - _logit(y[other])) / (_logit(x[end]) - _logit(x[other]))
+        return 1.0 / (1.0 + np.exp(-(_logit(y[end]) + slope * (_logit(p) - _logit(x[end])))))
+
+    return np.where(p < x[0], extended(0, 1), np.where(p > x[-1], extended(-1, -2), inside))
+
+
 @dataclass(frozen=True)
 class Calibrator:
     """Maps raw model outputs to calibrated click probabilities.
 
-    isotonic: piecewise-linear interpolation over ``x`` -> ``y`` thresholds, clipped at the ends
-    (what ``IsotonicRegression(out_of_bounds="clip").predict`` does).
+    isotonic: centred isotonic regression. Isotonic regression's fit is a step function, which maps
+    every score of a step to one probability: on the demo's holdout 200k predictions took 81 values,
+    so the auction could not tell the ads of a step apart and the holdout AUC fell by 0.001. The
+    calibrator keeps the fit's level at each step's centre (the mean score of its rows) and interpolates
+    linearly between centres (beyond the first and the last, in logit space): strictly increasing, it
+    keeps the model's order of the scores.
     platt: ``sigmoid(slope * logit(p) + intercept)``.
     Both apply to ``p = correct_downsampling(score, neg_rate)``. Build one with ``Calibrator.fit``.
     """
@@ -74,8 +92,10 @@ class Calibrator:
         w = None if sample_weight is None else np.ravel(sample_weight).astype(np.float64)
         if method == "isotonic":
             iso = IsotonicRegression(out_of_bounds="clip", y_min=_P_MIN, y_max=_P_MAX)
-            iso.fit(p, y, sample_weight=w)
-            return cls(method, neg_rate, x=tuple(map(float, iso.X_thresholds_)), y=tuple(map(float, iso.y_thresholds_)))
+            levels, step = np.unique(iso.fit(p, y, sample_weight=w).predict(p), return_inverse=True)
+            weights = np.ones_like(p) if w is None else w
+            centres = np.bincount(step, weights=weights * p) / np.bincount(step, weights=weights)
+            return cls(method, neg_rate, x=tuple(map(float, centres)), y=tuple(map(float, levels)))
         if method == "platt":
             # C=inf: unpenalised; a penalty would shrink the slope towards 0 for no reason here.
             lr = LogisticRegression(C=np.inf)
@@ -87,7 +107,7 @@ class Calibrator:
         """Calibrated probabilities (float64, same shape as ``scores``) of raw model ``scores``."""
         p = correct_downsampling(scores, self.neg_rate)
         if self.method == "isotonic":
-            return np.interp(p, self.x, self.y)
+            return _piecewise_linear(p, np.asarray(self.x), np.asarray(self.y))
         return 1.0 / (1.0 + np.exp(-(self.slope * _logit(p) + self.intercept)))
 
     def to_json(self) -> str:

@@ -56,8 +56,8 @@ def train(
     Early stopping: the validation log loss is checked ``validations_per_epoch`` times an epoch (when
     the epoch's length is known), so that on small data training can stop inside an epoch. A check
     becomes the best only when its loss is lower than the best's by ``min_improvement_z`` standard
-    errors of the paired per-example difference (``val_gain``): on a small validation set a lower loss
-    by chance does not move the model away from a better-regularised earlier point. Training stops
+    errors of the paired per-example difference (its ``z``): on a small validation set a lower loss by
+    chance does not move the model away from a better-regularised earlier point. Training stops
     after ``early_stopping_patience`` epochs' worth of checks without a new best and restores the
     best's weights. The figures are summed over all workers, so that every worker takes the same decision.
 

@@ -131,10 +131,13 @@ def test_the_terminal_shows_every_task_starting_and_ending_and_the_training_epoc
     for stage in DAILY_STAGES:
         assert re.search(rf"^  {stage.name} \.\.\.$", printed, re.MULTILINE), stage.name
         assert re.search(rf"^  {stage.name} ok \([0-9.]+ s\)$", printed, re.MULTILINE), stage.name
-    # the baseline's fit, then the ranker's epochs from its starting point (epoch 0)
+    # the baseline's fit, then the search (the home's first run): every setting from its starting point
+    # (epoch 0) through the first epoch, the better one on to the last
     assert re.search(r"^    \[train\] baseline C=[0-9.e-]+: \d+ L-BFGS iterations", printed, re.MULTILINE)
-    epochs = re.findall(r"^    \[train\] epoch (\d+)/2 ", printed, re.MULTILINE)
-    assert epochs[:3] == ["0", "1", "2"]
+    epochs = re.findall(r"^    \[train\] epoch (\d+)/(\d+) .*val_logloss", printed, re.MULTILINE)
+    assert epochs[:2] == [("0", "1"), ("1", "1")] and ("2", "2") in epochs
+    trials = re.findall(r"^    \[train\] search \{.*\} up to epoch (\d+): val_logloss", printed, re.MULTILINE)
+    assert trials == ["1", "1", "2"]
 
 
 def test_a_failed_task_ends_the_demo_at_once_with_its_error(

@@ -44,14 +44,23 @@ def test_calibration_reduces_ece_on_a_later_slice_and_round_trips_json(method):
     np.testing.assert_array_equal(restored.predict(scores), calibrator.predict(scores))
 
 
-def test_isotonic_predict_matches_sklearn_and_stays_inside_0_1():
+def test_isotonic_calibration_keeps_the_order_of_the_scores_and_the_levels_of_the_isotonic_fit():
     from sklearn.isotonic import IsotonicRegression
+
+    from models.metrics import auc
 
     scores, labels = _miscalibrated(5_000, 3, 1.0)
     calibrator = Calibrator.fit(scores, labels, method="isotonic")
+    # at each step's centre, the level of scikit-learn's isotonic fit
     iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1 - 1e-6).fit(scores, labels)
-    probe = np.concatenate([scores[:100], [0.0, 1.0]])
-    np.testing.assert_allclose(calibrator.predict(probe), iso.predict(probe), rtol=1e-12)
+    np.testing.assert_allclose(calibrator.predict(np.array(calibrator.x)), iso.predict(calibrator.x), rtol=1e-12)
+    assert len(calibrator.x) > 5
+    # strictly increasing: the scores' order (and AUC) kept, where the step function ties every step
+    later, later_labels = _miscalibrated(5_000, 4, 1.0)
+    ordered = calibrator.predict(np.sort(later))
+    assert np.all(np.diff(ordered) > 0)
+    assert auc(later_labels, calibrator.predict(later)) == pytest.approx(auc(later_labels, later), abs=1e-12)
+    assert auc(later_labels, iso.predict(later)) < auc(later_labels, later)
     out = calibrator.predict(np.array([0.0, 1.0]))
     assert np.all((out > 0) & (out < 1))
 

@@ -226,7 +226,7 @@ def _train_and_score(
         preds = model.predict(test_ds, verbose=0).ravel()
         return {"auc": auc(test_labels, preds), "logloss": logloss(test_labels, preds)}
 
-    log(f"fitting logistic regression (L-BFGS) on {n_fit:,} rows, validating on {n_train - n_fit:,}")
+    log(f"fitting logistic regression (Newton-CG) on {n_fit:,} rows, validating on {n_train - n_fit:,}")
     baseline = build_logistic(features, stats, cfg.train)
     baseline_fit = fit_logistic(
         baseline, whole_fit_ds, val_ds, cfg.train.baseline_c_values, cfg.train.baseline_max_iterations, log

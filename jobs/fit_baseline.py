@@ -1,6 +1,6 @@
 """The logistic-regression baseline of a training run (started by ``jobs.train`` before the ranker's workers).
 
-One process: full-batch L-BFGS over the whole train split (``models.baseline.fit_logistic``), its
+One process: full-batch Newton-CG over the whole train split (``models.baseline.fit_logistic``), its
 L2 strength chosen on the validation split. It exports the baseline's SavedModel and Keras weights to
 the run directory, where the ranker's workers read its first-order weights (``start_from_baseline``),
 and writes ``baseline_fit.json``. A process of its own, so that the stage's process never loads
@@ -42,7 +42,7 @@ def main() -> None:
         stream_dataset(row_groups(cfg, args.ds, split), MODEL_FEATURES, 8 * cfg.train.batch_size)
         for split in ("train", "validation")
     )
-    print("baseline (logistic regression, L-BFGS)", flush=True)
+    print("baseline (logistic regression, Newton-CG)", flush=True)
     fit = fit_logistic(
         baseline, train_ds, val_ds, cfg.train.baseline_c_values, cfg.train.baseline_max_iterations,
         lambda line: print(line, flush=True),

@@ -133,7 +133,7 @@ def test_the_terminal_shows_every_task_starting_and_ending_and_the_training_epoc
         assert re.search(rf"^  {stage.name} ok \([0-9.]+ s\)$", printed, re.MULTILINE), stage.name
     # the baseline's fit, then the search (the home's first run): every setting from its starting point
     # (epoch 0) through the first epoch, the better one on to the last
-    assert re.search(r"^    \[train\] baseline C=[0-9.e-]+: \d+ L-BFGS iterations", printed, re.MULTILINE)
+    assert re.search(r"^    \[train\] baseline C=[0-9.e-]+: \d+ Newton iterations", printed, re.MULTILINE)
     epochs = re.findall(r"^    \[train\] epoch (\d+)/(\d+) .*val_logloss", printed, re.MULTILINE)
     assert epochs[:2] == [("0", "1"), ("1", "1")] and ("2", "2") in epochs
     trials = re.findall(r"^    \[train\] search \{.*\} up to epoch (\d+): val_logloss", printed, re.MULTILINE)
@@ -268,7 +268,7 @@ def test_the_ranker_started_from_the_days_baseline_fitted_to_convergence(
     baseline, ranker = trained["baseline"], trained["history"]
     assert baseline["converged"] and baseline["c"] in cfg.train.baseline_c_values
     assert baseline["val_logloss"] == min(step["val_logloss"] for step in baseline["path"])
-    assert "L-BFGS iterations" in (Path(trained["log"]).parent / "baseline.log").read_text()
+    assert "Newton iterations" in (Path(trained["log"]).parent / "baseline.log").read_text()
     # the ranker's starting point is the baseline (float32 Keras against float64 scikit-learn), and it kept
     # that start or something better on validation
     assert ranker["initial_val_logloss"] == pytest.approx(baseline["val_logloss"], rel=1e-5)

@@ -165,6 +165,16 @@ class ServingConfig(BaseModel):
     max_slots: int = 10
     # users whose frequency-cap counts one process keeps per day; the least recently served go first
     frequency_cap_max_users: int = 100_000
+    # where the frequency-cap counts live: "memory" is per process; "redis" is shared by workers and replicas
+    state: Literal["memory", "redis"] = "memory"
+    # the Redis of state = "redis"; the service refuses to start if it does not answer
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # keeps the cap's keys apart from other users of the same Redis (another service, a test run)
+    redis_key_prefix: str = "pctr:frequency-cap"
+    # a Redis that stops answering fails the request after this long instead of holding a worker thread
+    redis_timeout_seconds: float = Field(1.0, gt=0.0)
+    # uvicorn worker processes of `pctr serve`; more than one needs state = "redis" (one set of counts)
+    workers: int = Field(1, ge=1)
 
 
 class OrchestrationConfig(BaseModel):

@@ -11,11 +11,15 @@ TensorFlow and FAISS calls release the GIL.
 The server's clock decides the hour, the frequency-cap day and the served-log day: a request may set
 its ``request_time`` only in replay mode (``serving.replay``). Requests over the configured limits
 (``serving.max_*``) are refused, and ``/admin/*`` needs the admin token (``serving.guards``).
+
+``serve`` runs it in ``serving.workers`` uvicorn processes, each building its own app (``app_from_env``)
+with its own engine, metrics and served-log file; the frequency-cap counts are shared through Redis.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,7 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, model_validator
 
 from core.bundle import current_bundle_dir, current_version
-from core.config import PctrConfig, ServingConfig
+from core.config import PctrConfig, ServingConfig, load_config
 from core.layout import Layout
 from models.features import MODEL_FEATURES
 from serving.engine import RankingEngine
@@ -207,16 +211,28 @@ class Engines:
         return engine
 
 
+def configuration_error(cfg: PctrConfig) -> str | None:
+    """Why the service cannot run on ``cfg``, or None."""
+    serving = cfg.serving
+    if serving.max_slots > cfg.join.max_position:
+        # the join drops impressions at later positions: their clicks would never reach training
+        return f"serving.max_slots ({serving.max_slots}) exceeds join.max_position ({cfg.join.max_position})"
+    if serving.workers > 1 and serving.state == "memory":
+        return (
+            f"serving.workers = {serving.workers} needs serving.state = 'redis': with 'memory' each worker keeps "
+            "its own frequency-cap counts, and a user could see an ad frequency_cap times per worker"
+        )
+    return None
+
+
 def create_app(cfg: PctrConfig) -> FastAPI:
     """The service over ``cfg.home``'s CURRENT bundle; the bundle loads in the background once the app starts.
 
     ``cfg.serving.host`` must be the host the service is bound to: admin routes trust a loopback one.
     """
-    if cfg.serving.max_slots > cfg.join.max_position:
-        # the join drops impressions at later positions: their clicks would never reach training
-        raise ValueError(
-            f"serving.max_slots ({cfg.serving.max_slots}) exceeds join.max_position ({cfg.join.max_position})"
-        )
+    error = configuration_error(cfg)
+    if error is not None:
+        raise ValueError(error)
     metrics = Metrics()
     engines = Engines(cfg, metrics)
 
@@ -317,9 +333,28 @@ def create_app(cfg: PctrConfig) -> FastAPI:
     return app
 
 
-def serve(cfg: PctrConfig, host: str, port: int) -> None:
-    """Run the service with uvicorn in one worker process (the frequency cap and served log are per process)."""
+def app_from_env() -> FastAPI:
+    """The service on the configuration of the environment (``load_config``): the factory each uvicorn worker calls."""
+    return create_app(load_config())
+
+
+def serve(host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
+    """Run the service with uvicorn on the environment's configuration, ``host``, ``port`` and ``workers``
+    overriding ``serving``'s.
+
+    The overrides go into the environment (``PCTR_SERVING__*``), which the worker processes inherit and
+    read. The app is built here first, so that a configuration error or an unreachable Redis stops
+    the command before anything listens or any worker starts.
+    """
     import uvicorn
 
-    bound = cfg.model_copy(update={"serving": cfg.serving.model_copy(update={"host": host, "port": port})})
-    uvicorn.run(create_app(bound), host=host, port=port, workers=1)
+    overrides = {"host": host, "port": port, "workers": workers}
+    os.environ.update({f"PCTR_SERVING__{k.upper()}": str(v) for k, v in overrides.items() if v is not None})
+    cfg = load_config()
+    app = create_app(cfg)
+    serving = cfg.serving
+    if serving.workers == 1:
+        uvicorn.run(app, host=serving.host, port=serving.port, workers=1)
+    else:  # uvicorn starts workers from an import string; this process's app only checked the configuration
+        factory = f"{__name__}:{app_from_env.__name__}"
+        uvicorn.run(factory, factory=True, host=serving.host, port=serving.port, workers=serving.workers)

@@ -1,22 +1,28 @@
 """The frequency cap: an ad is not shown to a user who was served it ``cap`` times today (UTC).
 
 ``FrequencyCap`` holds the rule; ``ImpressionCounts`` is where the day's impressions per (user, ad)
-are kept. ``InProcessCounts`` keeps them in this process's memory, bounded; a store shared by
-replicas (Redis) would implement the same two calls and be chosen in ``frequency_cap``.
+are kept: ``InProcessCounts`` in this process's memory, bounded; ``RedisCounts`` in Redis, shared by
+every worker and replica. ``frequency_cap`` picks one by ``serving.state``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+import urllib.parse
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+import redis
 
 if TYPE_CHECKING:
     from core.config import ServingConfig
+
+# How long a day's Redis counts outlive the day (or their last impression, for a day counted after it
+# ended): requests in flight at midnight, and replicas whose clocks differ a little, still find them.
+KEY_GRACE = dt.timedelta(hours=1)
 
 
 class ImpressionCounts(Protocol):
@@ -74,6 +80,70 @@ class InProcessCounts:
                 self._users.popitem(last=False)
 
 
+class RedisCounts:
+    """The impressions of each UTC day in Redis, shared by every process whose counts use the same ``prefix``.
+
+    One hash per (day, user), ``<prefix>:<day>:<user_id>``, holds the count of each ad served. A key
+    expires ``grace`` after its day ends, or after the last impression counted in it if that is later
+    (a replay's day, served after it ended): memory holds about a day's users, and nothing needs reset.
+
+    Unlike ``InProcessCounts``, each day keeps its own counts, so there is no latest day to move back:
+    a request of an earlier day (in flight at midnight, or a replay's straggler) is capped by, and
+    counted in, the impressions of its own day while that day's keys live, and never touches today's.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, grace: dt.timedelta = KEY_GRACE) -> None:
+        self.prefix = prefix
+        self.grace = grace
+        self._client = client
+
+    @classmethod
+    def connect(cls, url: str, prefix: str, timeout_s: float) -> RedisCounts:
+        """Counts in the Redis at ``url``; raises ``ConnectionError`` naming it if it does not answer a ping."""
+        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        try:
+            client.ping()
+        except redis.RedisError as err:
+            client.close()
+            raise ConnectionError(f"frequency-cap state: no Redis answers at {redacted(url)}: {err}") from err
+        return cls(client, prefix)
+
+    def key(self, user_id: str, day: dt.date) -> str:
+        return f"{self.prefix}:{day.isoformat()}:{user_id}"
+
+    def expires_at(self, day: dt.date) -> dt.datetime:
+        """When the counts of ``day`` go, if an impression of it is counted now."""
+        end_of_day = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
+        return max(end_of_day, dt.datetime.now(dt.UTC)) + self.grace
+
+    def seen(self, user_id: str, ad_ids: Sequence[str], day: dt.date) -> np.ndarray:
+        if len(ad_ids) == 0:  # HMGET needs a field
+            return np.zeros(0, dtype=np.int64)
+        counts = self._client.hmget(self.key(user_id, day), list(ad_ids))
+        return np.fromiter((int(c or 0) for c in counts), dtype=np.int64, count=len(ad_ids))
+
+    def record(self, user_id: str, ad_ids: Sequence[str], day: dt.date) -> None:
+        if len(ad_ids) == 0:
+            return
+        key = self.key(user_id, day)
+        # MULTI/EXEC: a key is never left without its expiry, which would keep it for ever
+        with self._client.pipeline(transaction=True) as pipe:
+            for ad_id, n in Counter(ad_ids).items():
+                pipe.hincrby(key, ad_id, n)
+            pipe.pexpireat(key, self.expires_at(day))
+            pipe.execute()
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password, if any, masked: error messages and logs show it."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 class FrequencyCap:
     """Impressions per (user, ad) served today (UTC); an ad is capped at ``cap`` of them.
 
@@ -103,6 +173,14 @@ class FrequencyCap:
 
 
 def frequency_cap(cfg: ServingConfig) -> FrequencyCap:
-    """The configured cap over counts kept in this process: with several replicas, a user can see an ad
-    up to ``cap`` times per replica."""
-    return FrequencyCap(cfg.frequency_cap, InProcessCounts(cfg.frequency_cap_max_users))
+    """The configured cap over the configured counts (``cfg.state``).
+
+    With ``memory``, the counts are this process's: with several replicas, a user can see an ad up to
+    ``cap`` times per replica. With ``redis``, Redis must answer now (``ConnectionError`` otherwise),
+    so that a service fails as it starts rather than on its first request.
+    """
+    if cfg.state == "redis":
+        counts: ImpressionCounts = RedisCounts.connect(cfg.redis_url, cfg.redis_key_prefix, cfg.redis_timeout_seconds)
+    else:
+        counts = InProcessCounts(cfg.frequency_cap_max_users)
+    return FrequencyCap(cfg.frequency_cap, counts)

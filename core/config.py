@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -162,6 +162,30 @@ class ServingConfig(BaseModel):
     tf_serving_url: str | None = None
     # how often the service checks CURRENT for a new live bundle (publish, promote, rollback)
     watch_seconds: float = 5.0
+    # honour a request's request_time (replays, simulated worlds); live clients must not set the server's clock
+    replay: bool = False
+    # bearer token of /admin/*; without one, admin routes answer only when the service is bound to loopback
+    admin_token: SecretStr | None = Field(default=None, min_length=1)
+    # a larger request body is refused (413) before it is read further or parsed
+    max_request_bytes: int = 4 * 1024 * 1024
+    # instances per TF-Serving predict call: bounds the scoring work of one call
+    max_predict_instances: int = 1000
+    # ids and context values are hashed into buckets: longer strings carry nothing but cost
+    max_string_length: int = 256
+    # slots per rank request; must not exceed join.max_position (the positions the join keeps)
+    max_slots: int = 10
+    # users whose frequency-cap counts one process keeps per day; the least recently served go first
+    frequency_cap_max_users: int = 100_000
+    # where the frequency-cap counts live: "memory" is per process; "redis" is shared by workers and replicas
+    state: Literal["memory", "redis"] = "memory"
+    # the Redis of state = "redis"; the service refuses to start if it does not answer
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # keeps the cap's keys apart from other users of the same Redis (another service, a test run)
+    redis_key_prefix: str = "pctr:frequency-cap"
+    # a Redis that stops answering fails the request after this long instead of holding a worker thread
+    redis_timeout_seconds: float = Field(1.0, gt=0.0)
+    # uvicorn worker processes of `pctr serve`; more than one needs state = "redis" (one set of counts)
+    workers: int = Field(1, ge=1)
 
 
 class OrchestrationConfig(BaseModel):

@@ -22,7 +22,9 @@ from core.raw_logs import IncompleteLogsError, UnreadableRawFileError
 from entrypoints.local_runner import run_day
 from jobs.pipeline import DAILY_STAGES, STAGES_BY_NAME, run_stage
 
-EXPECTED_ERRORS = (FileNotFoundError, LookupError, ValueError, IncompleteLogsError, UnreadableRawFileError)
+EXPECTED_ERRORS = (
+    ConnectionError, FileNotFoundError, LookupError, ValueError, IncompleteLogsError, UnreadableRawFileError,
+)  # fmt: skip
 
 
 def _ds(value: str) -> str:
@@ -74,8 +76,7 @@ def _cmd_backfill(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
     from serving.app import serve
 
-    cfg = load_config()
-    serve(cfg, host=args.host or cfg.serving.host, port=args.port or cfg.serving.port)
+    serve(host=args.host, port=args.port, workers=args.workers)
     return {}
 
 
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("serve", _cmd_serve, "start the ranking service on the CURRENT bundle")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help="processes (serving.workers); >1 needs Redis state")
 
     p = add("skew-report", _cmd_skew_report, "compare served feature values with offline values for ds")
     p.add_argument("--ds", type=_ds, required=True)

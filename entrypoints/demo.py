@@ -14,6 +14,7 @@ import argparse
 import collections
 import concurrent.futures
 import multiprocessing
+import os
 import signal
 import subprocess
 import sys
@@ -242,13 +243,16 @@ def serve_and_rank(cfg: PctrConfig, ds: str, children: ChildProcesses) -> dict[s
     """Start ``pctr serve``, rank for a few users and score one instance through the TF-Serving API.
 
     The ranking requests are stamped noon of the serving day (the simulated clock, not the wall
-    clock), so the served log and ``pctr skew-report --ds <serving day>`` belong to the simulated world.
+    clock), so the served log and ``pctr skew-report --ds <serving day>`` belong to the simulated world;
+    the service runs in replay mode, the only one that accepts a request's time.
     """
     import httpx
 
     url = f"http://{cfg.serving.host}:{cfg.serving.port}"
+    replay = {**os.environ, "PCTR_SERVING__REPLAY": "true"}  # the service takes the requests' simulated time
     with open(Layout(cfg.home).demo / "serve.log", "w") as out:
-        proc = children.popen([sys.executable, "-m", "entrypoints.cli", "serve"], stdout=out, stderr=subprocess.STDOUT)
+        command = [sys.executable, "-m", "entrypoints.cli", "serve"]
+        proc = children.popen(command, stdout=out, stderr=subprocess.STDOUT, env=replay)
     try:
         wait_http_ready(f"{url}/readyz", proc, "the service", timeout=180.0)
         context = {"placement": "feed", "device": "ios", "os": "ios", "country": "US"}

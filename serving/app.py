@@ -7,18 +7,26 @@ is loaded and swapped in while the old one serves. ``POST /admin/reload`` builds
 the bundle CURRENT names now and swaps it in by one assignment: requests in flight finish on the
 engine they started with. Endpoints are plain ``def``: FastAPI runs them in its thread pool, and the
 TensorFlow and FAISS calls release the GIL.
+
+The server's clock decides the hour, the frequency-cap day and the served-log day: a request may set
+its ``request_time`` only in replay mode (``serving.replay``). Requests over the configured limits
+(``serving.max_*``) are refused, and ``/admin/*`` needs the admin token (``serving.guards``).
+
+``serve`` runs it in ``serving.workers`` uvicorn processes, each building its own app (``app_from_env``)
+with its own engine, metrics and served-log file; the frequency-cap counts are shared through Redis.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -26,11 +34,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, model_validator
 
 from core.bundle import current_bundle_dir, current_version
-from core.config import PctrConfig
+from core.config import PctrConfig, ServingConfig, load_config
 from core.layout import Layout
 from models.features import MODEL_FEATURES
-from serving.auction import FrequencyCap
 from serving.engine import RankingEngine
+from serving.frequency_cap import frequency_cap
+from serving.guards import TF_SERVING_PREFIX, BodySizeLimit, admin_guard, error_response
 from serving.request_features import CONTEXT
 from serving.scoring import MODEL_NAME
 from serving.served_log import ServedLog
@@ -38,7 +47,7 @@ from serving.served_log import ServedLog
 logger = logging.getLogger(__name__)
 
 RETRY_SECONDS = 5.0
-PREDICT_PATH = f"/v1/models/{MODEL_NAME}:predict"
+PREDICT_PATH = f"{TF_SERVING_PREFIX}{MODEL_NAME}:predict"
 _PY_TYPES: dict[str, Any] = {"string": str | int, "int64": int, "float32": float, "float64": float}
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -58,9 +67,19 @@ class RankRequest(BaseModel):
     context: Context = Field(default_factory=Context)  # type: ignore[valid-type]
     slots: int = Field(ge=1)
     request_id: str | None = None
-    # When the ad request was made (timezone required); the server's clock if absent. Replays and
-    # simulated worlds set it: it decides the ``hour`` feature, the frequency-cap day and the served-log day.
+    # When the ad request was made (timezone required), accepted in replay mode only; the server's clock
+    # if absent. Replays and simulated worlds set it: it decides the ``hour`` feature, the frequency-cap
+    # day and the served-log day.
     request_time: AwareDatetime | None = None
+
+    def refusal(self, cfg: ServingConfig) -> str | None:
+        """Why the service refuses this request (past a limit, or a ``request_time`` outside replay mode), or None."""
+        if self.request_time is not None and not cfg.replay:
+            return "request_time is accepted in replay mode only (serving.replay = true); the server's clock decides"
+        if self.slots > cfg.max_slots:
+            return f"slots must be <= {cfg.max_slots}, got {self.slots}"
+        strings = {"user_id": self.user_id, "request_id": self.request_id}
+        return too_long(strings | {f"context.{k}": v for k, v in self.context.model_dump().items()}, cfg)
 
 
 def _instance_field(dtype: str) -> Any:
@@ -88,12 +107,30 @@ class PredictRequest(BaseModel):
             raise ValueError(f"unknown signature_name {self.signature_name!r}; the model has serving_default only")
         return self
 
+    def refusal(self, cfg: ServingConfig) -> str | None:
+        """Why the service refuses this request (too many instances, a string too long), or None."""
+        if len(self.instances) > cfg.max_predict_instances:
+            return f"at most {cfg.max_predict_instances} instances per request, got {len(self.instances)}"
+        for i, row in enumerate(self.rows()):
+            message = too_long({f"instances.{i}.{k}": v for k, v in row.items()}, cfg)
+            if message is not None:
+                return message
+        return None
+
     def rows(self) -> list[dict[str, Any]]:
         """Instances as ``{feature: scalar}``, unwrapped from one-element lists, without missing features."""
         return [
             {k: v[0] if isinstance(v, list) else v for k, v in instance.model_dump(exclude_none=True).items()}
             for instance in self.instances
         ]
+
+
+def too_long(values: dict[str, Any], cfg: ServingConfig) -> str | None:
+    """A message naming the first of ``values`` that is a string over ``cfg.max_string_length``, or None."""
+    for name, value in values.items():
+        if isinstance(value, str) and len(value) > cfg.max_string_length:
+            return f"{name} is {len(value)} characters long, over the limit of {cfg.max_string_length}"
+    return None
 
 
 class Metrics:
@@ -126,7 +163,7 @@ class Engines:
         self.error: str | None = "not loaded yet"
         self._lock = threading.Lock()
         # Per process, not per bundle: they survive reloads.
-        self._frequency = FrequencyCap(cfg.serving.frequency_cap)
+        self._frequency = frequency_cap(cfg.serving)
         self._served_log = ServedLog(Layout(cfg.home).served_log)
 
     def reload(self) -> RankingEngine:
@@ -174,8 +211,28 @@ class Engines:
         return engine
 
 
+def configuration_error(cfg: PctrConfig) -> str | None:
+    """Why the service cannot run on ``cfg``, or None."""
+    serving = cfg.serving
+    if serving.max_slots > cfg.join.max_position:
+        # the join drops impressions at later positions: their clicks would never reach training
+        return f"serving.max_slots ({serving.max_slots}) exceeds join.max_position ({cfg.join.max_position})"
+    if serving.workers > 1 and serving.state == "memory":
+        return (
+            f"serving.workers = {serving.workers} needs serving.state = 'redis': with 'memory' each worker keeps "
+            "its own frequency-cap counts, and a user could see an ad frequency_cap times per worker"
+        )
+    return None
+
+
 def create_app(cfg: PctrConfig) -> FastAPI:
-    """The service over ``cfg.home``'s CURRENT bundle; the bundle loads in the background once the app starts."""
+    """The service over ``cfg.home``'s CURRENT bundle; the bundle loads in the background once the app starts.
+
+    ``cfg.serving.host`` must be the host the service is bound to: admin routes trust a loopback one.
+    """
+    error = configuration_error(cfg)
+    if error is not None:
+        raise ValueError(error)
     metrics = Metrics()
     engines = Engines(cfg, metrics)
 
@@ -188,6 +245,8 @@ def create_app(cfg: PctrConfig) -> FastAPI:
 
     app = FastAPI(title="pctr ranking service", lifespan=lifespan)
     app.state.engines = engines
+    # added before ``observe``, so inside it: refused bodies are counted too
+    app.add_middleware(BodySizeLimit, max_bytes=cfg.serving.max_request_bytes)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -205,11 +264,11 @@ def create_app(cfg: PctrConfig) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        if request.url.path != PREDICT_PATH:
+        if not request.url.path.startswith(TF_SERVING_PREFIX):
             return await request_validation_exception_handler(request, exc)
         # TF Serving answers a bad request with 400 and {"error": message}; its clients expect that.
         message = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors())
-        return JSONResponse({"error": message}, status_code=400)
+        return error_response(request.url.path, 400, message)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -228,8 +287,9 @@ def create_app(cfg: PctrConfig) -> FastAPI:
 
     @app.post("/v1/rank")
     def rank(body: RankRequest) -> dict[str, Any]:
-        if body.slots > cfg.join.max_position:
-            raise HTTPException(422, detail=f"slots must be <= {cfg.join.max_position}, got {body.slots}")
+        refusal = body.refusal(cfg.serving)
+        if refusal is not None:
+            raise HTTPException(400, detail=refusal)
         result = engines.live().rank(
             body.user_id, body.context.model_dump(), body.slots, body.request_id, body.request_time
         )
@@ -239,6 +299,9 @@ def create_app(cfg: PctrConfig) -> FastAPI:
 
     @app.post(PREDICT_PATH)
     def predict(body: PredictRequest) -> Response:
+        refusal = body.refusal(cfg.serving)
+        if refusal is not None:
+            return error_response(PREDICT_PATH, 400, refusal)
         engine = engines.engine
         if engine is None:
             return JSONResponse({"error": f"model {MODEL_NAME} is not loaded: {engines.error}"}, status_code=503)
@@ -255,7 +318,9 @@ def create_app(cfg: PctrConfig) -> FastAPI:
             {"model_version_status": [{"version": engine.model_version, "state": "AVAILABLE", "status": status}]}
         )
 
-    @app.post("/admin/reload")
+    admin = APIRouter(prefix="/admin", dependencies=[Depends(admin_guard(cfg.serving))])
+
+    @admin.post("/reload")
     def reload() -> dict[str, Any]:
         previous = engines.engine.version if engines.engine is not None else None
         try:
@@ -264,11 +329,32 @@ def create_app(cfg: PctrConfig) -> FastAPI:
             raise HTTPException(500, detail=f"reload failed, still serving {previous}: {engines.error}") from err
         return {"version": engine.version, "model_version": engine.model_version, "previous": previous}
 
+    app.include_router(admin)
     return app
 
 
-def serve(cfg: PctrConfig, host: str, port: int) -> None:
-    """Run the service with uvicorn in one worker process (the frequency cap and served log are per process)."""
+def app_from_env() -> FastAPI:
+    """The service on the configuration of the environment (``load_config``): the factory each uvicorn worker calls."""
+    return create_app(load_config())
+
+
+def serve(host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
+    """Run the service with uvicorn on the environment's configuration, ``host``, ``port`` and ``workers``
+    overriding ``serving``'s.
+
+    The overrides go into the environment (``PCTR_SERVING__*``), which the worker processes inherit and
+    read. The app is built here first, so that a configuration error or an unreachable Redis stops
+    the command before anything listens or any worker starts.
+    """
     import uvicorn
 
-    uvicorn.run(create_app(cfg), host=host, port=port, workers=1)
+    overrides = {"host": host, "port": port, "workers": workers}
+    os.environ.update({f"PCTR_SERVING__{k.upper()}": str(v) for k, v in overrides.items() if v is not None})
+    cfg = load_config()
+    app = create_app(cfg)
+    serving = cfg.serving
+    if serving.workers == 1:
+        uvicorn.run(app, host=serving.host, port=serving.port, workers=1)
+    else:  # uvicorn starts workers from an import string; this process's app only checked the configuration
+        factory = f"{__name__}:{app_from_env.__name__}"
+        uvicorn.run(factory, factory=True, host=serving.host, port=serving.port, workers=serving.workers)

@@ -7,10 +7,7 @@ return candidate indices into it.
 
 from __future__ import annotations
 
-import datetime as dt
-import threading
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,46 +96,3 @@ def explore(
     if sum(advertisers[p.index] == advertisers[candidate] for p in kept) >= max_per_advertiser:
         return placements
     return [*kept, Placement(int(candidate), len(kept) + 1, float(reserve), explore=True)]
-
-
-class FrequencyCap:
-    """Impressions per (user, ad) served by this process today (UTC); an ad is capped at ``cap`` of them.
-
-    The counts are also the ranker's ``user_ad_impressions_today`` feature (ad fatigue), as the spec
-    defines it (``models.features.EXPOSURES_FEATURE``): the day's earlier impressions of the (user, ad).
-
-    In-process only: with several replicas a user can see an ad up to ``cap`` times per replica.
-    Counters restart each day, which also bounds their memory. Thread-safe, but checking and
-    recording are separate steps, so concurrent requests of one user may overshoot the cap a little.
-    """
-
-    def __init__(self, cap: int) -> None:
-        if cap < 1:
-            raise ValueError(f"frequency cap must be >= 1, got {cap}")
-        self.cap = cap
-        self._day: dt.date | None = None
-        self._counts: dict[str, Counter[str]] = {}
-        self._lock = threading.Lock()
-
-    def _today(self, day: dt.date) -> dict[str, Counter[str]]:
-        if day != self._day:
-            self._day, self._counts = day, {}
-        return self._counts
-
-    def seen(self, user_id: str, ad_ids: Sequence[str], day: dt.date) -> np.ndarray:
-        """How often ``user_id`` was served each of ``ad_ids`` on ``day`` so far (int64)."""
-        with self._lock:
-            # reading never rolls the day over: a look at another day (the engine's warm-up, a replayed
-            # request) must not wipe today's counts; only ``record`` does
-            counts = self._counts.get(user_id) if day == self._day else None
-            if not counts:
-                return np.zeros(len(ad_ids), dtype=np.int64)
-            return np.fromiter((counts[a] for a in ad_ids), dtype=np.int64, count=len(ad_ids))
-
-    def allowed(self, seen: np.ndarray) -> np.ndarray:
-        """Boolean mask of the ads that may still be shown, from their ``seen`` counts."""
-        return seen < self.cap
-
-    def record(self, user_id: str, ad_ids: Sequence[str], day: dt.date) -> None:
-        with self._lock:
-            self._today(day).setdefault(user_id, Counter()).update(ad_ids)

@@ -3,8 +3,8 @@
 A request goes: the user's batch features (``serving.request_features``) -> user tower -> FAISS
 top-K, plus now and then a new ad to explore (``serving.retrieval``) -> the ranker's batch, one row
 per candidate (``serving.request_features``) -> calibrated pCTR, in process or from TF Serving
-(``serving.scoring``) -> frequency cap, reserve, advertiser diversity and GSP auction
-(``serving.auction``) -> served log and frequency counts (``serving.served_log``).
+(``serving.scoring``) -> frequency cap (``serving.frequency_cap``), reserve, advertiser diversity and
+GSP auction (``serving.auction``) -> served log and frequency counts (``serving.served_log``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import numpy as np
 from core.bundle import verify
 from models.features import BID_FEATURE, EXPOSURES_FEATURE
 from serving.ads import AdsTable, load_ads
-from serving.auction import FrequencyCap, ecpm, explore, run_auction
+from serving.auction import ecpm, explore, run_auction
+from serving.frequency_cap import FrequencyCap, frequency_cap
 from serving.request_features import OnlineFeatures, RequestFeatures
 from serving.retrieval import Exploration, Retrieval, new_ads, with_explored
 from serving.scoring import Scorer, load_scorer, score_instances
@@ -78,7 +79,7 @@ class RankingEngine:
         user_tower = load_serving_fn(bundle / "user_tower")
         ads = load_ads(bundle / "ads.parquet", index.ntotal)
         online = OnlineFeatures(feature_store(cfg))
-        frequency = frequency or FrequencyCap(cfg.serving.frequency_cap)
+        frequency = frequency or frequency_cap(cfg.serving)
         rng = rng or np.random.default_rng()
         engine = cls(
             manifest=manifest,
@@ -110,7 +111,8 @@ class RankingEngine:
     ) -> dict[str, Any]:  # fmt: skip
         """Rank ads for ``slots`` slots; logs and counts the impressions it returns.
 
-        ``request_time`` (timezone-aware; default now) is when the request was made.
+        ``request_time`` (timezone-aware; default now) is when the request was made; the engine trusts it,
+        while the HTTP service takes one from a client in replay mode only.
 
         With probability ``exploration_epsilon`` a random new ad (fewer impressions than the CTR
         prior) joins the candidates and, if the rules allow, takes the last slot at the reserve.

@@ -31,7 +31,7 @@ from models.features import (
     request_features,
 )
 from serving.ads import AdsTable
-from serving.auction import FrequencyCap
+from serving.frequency_cap import FrequencyCap
 
 USER_BATCH = tuple(batch_features("user"))
 # Per candidate too, but from Feast: the (user, category) statistics of the candidate's category.

@@ -3,7 +3,8 @@
 The bundle parts are built once per session (``bundle_parts``); ``publish`` copies them into a home
 as a versioned bundle with a manifest and flips CURRENT, like ``jobs.publish``. Homes share one
 Feast repo (symlinked), materialised with the features of yesterday (inside the TTL) of the users and
-of some of their (user, category) pairs.
+of some of their (user, category) pairs. ``redis_state`` gives a test its own key prefix on the
+suite's redis-server (``make redis``) and removes its keys afterwards.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -227,6 +229,29 @@ def running_server(app: object) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture
+def redis_state() -> Iterator[ServingConfig]:
+    """Serving settings with Redis state under a key prefix of this test's own; its keys go afterwards."""
+    import redis
+
+    port = os.environ.get("PCTR_TEST_REDIS_PORT", "6390")
+    serving = SERVING.model_copy(
+        update={
+            "state": "redis",
+            "redis_url": f"redis://127.0.0.1:{port}/0",
+            "redis_key_prefix": f"pctr-test:{os.getpid()}:{uuid.uuid4().hex}",
+        }
+    )
+    client = redis.Redis.from_url(serving.redis_url)
+    try:
+        yield serving
+    finally:
+        keys = list(client.scan_iter(match=f"{serving.redis_key_prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,13 +16,23 @@ CONTEXT = {"placement": "feed", "device": "ios", "os": "ios17", "country": "US"}
 PHASES = ("features", "retrieval", "pair_features", "scoring", "auction", "log")
 
 
-@pytest.fixture(scope="module")
-def live(make_home, publish, ready):
-    cfg = make_home()
+def running_service(make_home, publish, ready, **overrides):
+    cfg = make_home(**overrides)
     bundle = publish(cfg, VERSION, "1")
     with TestClient(create_app(cfg)) as client:
         ready(client.get)
         yield SimpleNamespace(cfg=cfg, bundle=bundle, client=client)
+
+
+@pytest.fixture(scope="module")
+def live(make_home, publish, ready):
+    yield from running_service(make_home, publish, ready)
+
+
+@pytest.fixture(scope="module")
+def replaying(make_home, publish, ready):
+    """The service in replay mode: requests may carry their time."""
+    yield from running_service(make_home, publish, ready, replay=True)
 
 
 def rank(live, user_id, slots=3, **extra):
@@ -114,15 +124,33 @@ def test_served_impressions_are_logged_with_every_feature(live):
     assert len({r["impression_id"] for r in lines}) == len(lines)
 
 
-def test_a_request_time_decides_the_hour_and_the_served_log_day(live):
-    result = rank(live, "u1", request_id="req-replayed", request_time="2026-11-07T21:30:00+02:00")
-    day = Layout(live.cfg.home).served_log / "dt=2026-11-07"
+def test_a_request_time_is_refused_outside_replay_mode(live):
+    body = {"user_id": "u1", "slots": 1, "request_id": "req-stamped", "request_time": "2026-11-07T21:30:00Z"}
+    response = live.client.post("/v1/rank", json=body)
+    assert response.status_code == 400
+    assert "replay mode only" in response.json()["detail"]
+    assert not [r for r in served_records(live) if r["request_id"] == "req-stamped"]
+
+
+def test_in_replay_mode_a_request_time_decides_the_hour_and_the_served_log_day(replaying):
+    result = rank(replaying, "u1", request_id="req-replayed", request_time="2026-11-07T21:30:00+02:00")
+    day = Layout(replaying.cfg.home).served_log / "dt=2026-11-07"
     logged = [json.loads(line) for path in day.glob("*.jsonl") for line in path.read_text().splitlines()]
     logged = [r for r in logged if r["request_id"] == "req-replayed"]
     assert len(logged) == len(result["ads"]) > 0
     assert {(r["ts"], r["served_features"]["hour"]) for r in logged} == {("2026-11-07T19:30:00.000Z", 19)}
-    naive = live.client.post("/v1/rank", json={"user_id": "u1", "slots": 1, "request_time": "2026-11-07T10:00:00"})
+    naive = replaying.client.post("/v1/rank", json={"user_id": "u1", "slots": 1, "request_time": "2026-11-07T10:00:00"})
     assert naive.status_code == 422
+
+
+def test_in_replay_mode_a_request_dated_yesterday_keeps_todays_caps(replaying):
+    today, yesterday = "2026-11-08T10:00:00Z", "2026-11-07T23:59:00Z"
+    first, second = ({a["ad_id"] for a in rank(replaying, "u-late", 5, request_time=today)["ads"]} for _ in range(2))
+    shown_twice = first & second
+    assert shown_twice
+    rank(replaying, "u-other", 5, request_time=yesterday)
+    third = rank(replaying, "u-late", 5, request_time=today)
+    assert not shown_twice & {a["ad_id"] for a in third["ads"]}
 
 
 def test_each_candidate_is_scored_with_its_users_category_features(live, pair_table):

@@ -3,6 +3,7 @@ import time
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from core.io import write_text_atomic
 from core.layout import Layout
@@ -42,6 +43,18 @@ def test_reload_swaps_bundles_and_refuses_a_tampered_one(make_home, publish, ide
 
     with pytest.raises(ValueError, match="does not match its manifest"):
         RankingEngine.load(tampered, cfg)
+
+
+def test_with_a_token_configured_only_its_bearer_may_reload(make_home, publish):
+    cfg = make_home(host="0.0.0.0", admin_token=SecretStr("s3cret"))  # make_home copies, it does not validate
+    publish(cfg, "v1", "1")
+    client = TestClient(create_app(cfg))  # not entered: the bundle loads only through /admin/reload
+    assert client.post("/admin/reload").status_code == 401
+    assert client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/readyz").status_code == 503
+    reloaded = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+    assert reloaded.json() == {"version": "v1", "model_version": "1", "previous": None}
+    assert client.get("/readyz").json()["version"] == "v1"
 
 
 def _wait_for_version(client: TestClient, version: str, timeout_s: float = 30.0) -> None:

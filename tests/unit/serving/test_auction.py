@@ -1,11 +1,8 @@
-import datetime as dt
-
 import numpy as np
 import pytest
 
-from serving.auction import FrequencyCap, Placement, auction_order, ecpm, explore, gsp_prices, run_auction
+from serving.auction import Placement, auction_order, ecpm, explore, gsp_prices, run_auction
 
-DAY = dt.date(2026, 11, 20)
 RULES = {"reserve": 0.1, "max_per_advertiser": 1}
 
 
@@ -111,22 +108,3 @@ def test_exploration_respects_the_rules(case):
     placements = run_auction(pctr, bids, adv, ok, slots=2, **RULES)
     candidate = 0 if case == "already_won" else 3
     assert explore(placements, candidate, bids, adv, ok, slots=2, **RULES) == placements
-
-
-def test_frequency_cap_counts_per_user_and_ad_and_restarts_each_day():
-    cap = FrequencyCap(2)
-    cap.record("u", ["a", "b"], DAY)
-    cap.record("u", ["a"], DAY)
-    seen = cap.seen("u", ["a", "b", "c"], DAY)
-    assert seen.tolist() == [2, 1, 0]
-    assert cap.allowed(seen).tolist() == [False, True, True]
-    assert cap.seen("v", ["a"], DAY).tolist() == [0]
-    assert cap.seen("u", ["a"], DAY + dt.timedelta(days=1)).tolist() == [0]
-    assert cap.seen("u", ["a"], DAY).tolist() == [2]  # looking at another day kept today's counts
-    cap.record("u", ["a"], DAY + dt.timedelta(days=1))
-    assert cap.seen("u", ["a"], DAY + dt.timedelta(days=1)).tolist() == [1]
-
-
-def test_frequency_cap_must_be_positive():
-    with pytest.raises(ValueError, match="frequency cap"):
-        FrequencyCap(0)

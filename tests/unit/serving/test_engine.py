@@ -11,8 +11,8 @@ import pytest
 
 from core.config import ServingConfig
 from models.features import EXPOSURES_FEATURE, FEATURES, MODEL_FEATURES
-from serving.auction import FrequencyCap
 from serving.engine import RankingEngine
+from serving.frequency_cap import frequency_cap
 from serving.request_features import OnlineFeatures, RequestFeatures
 from serving.retrieval import Exploration, Retrieval, new_ads
 from serving.served_log import ServedLog
@@ -42,7 +42,7 @@ def make_engine(tiny, index, feast_store, tmp_path):
         defaults = {"retrieval_k": 8, "reserve_price": tiny.RESERVE, "frequency_cap": 2, "max_ads_per_advertiser": 1}
         cfg = ServingConfig(**defaults | serving)
         ads = tiny.make_ads()
-        frequency = FrequencyCap(cfg.frequency_cap)
+        frequency = frequency_cap(cfg)
         return RankingEngine(
             manifest={"version": "v1", "model_version": "7"},
             ads=ads,
@@ -118,6 +118,18 @@ def test_served_ads_are_logged_as_scored_and_counted_for_the_frequency_cap(tmp_p
     assert shown and all(exposures[ad] == 1 for ad in shown)
     third = engine.rank("u2", {}, 3, request_id="r3", request_time=NOW)
     assert not shown & {a["ad_id"] for a in third["ads"]}  # cap 2: shown twice, not again today
+
+
+def test_a_request_dated_yesterday_keeps_todays_caps(tmp_path, make_engine):
+    engine = make_engine()
+    first, second = ({a["ad_id"] for a in engine.rank("u2", {}, 3, request_time=NOW)["ads"]} for _ in range(2))
+    shown_twice = first & second
+    assert shown_twice
+    yesterday = NOW - dt.timedelta(days=1)
+    assert engine.rank("u2", {}, 3, request_id="late", request_time=yesterday)["ads"]
+    assert (tmp_path / "served" / f"dt={yesterday.date()}").is_dir()  # logged on its own day
+    third = engine.rank("u2", {}, 3, request_time=NOW)
+    assert not shown_twice & {a["ad_id"] for a in third["ads"]}  # still capped today
 
 
 def test_exploration_gives_the_last_slot_to_a_new_ad_at_the_reserve(tiny, make_engine):

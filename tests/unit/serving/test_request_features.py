@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from models.features import AD_TABLE_FEATURES, BY_NAME, EXPOSURES_FEATURE, MODEL_FEATURES, batch_features
-from serving.auction import FrequencyCap
+from serving.frequency_cap import FrequencyCap, InProcessCounts
 from serving.request_features import (
     CONTEXT,
     OnlineFeatures,
@@ -75,7 +75,7 @@ def test_candidate_columns_take_ad_features_by_row_and_broadcast_request_values(
 
 
 def test_the_batch_has_every_model_input_with_the_users_pairs_and_exposures(tiny, online, ads):
-    frequency = FrequencyCap(3)
+    frequency = FrequencyCap(3, InProcessCounts(max_users=10))
     frequency.record(tiny.KNOWN_USER, ["a1", "a1", "a2"], NOW.date())
     features = RequestFeatures(online, ads, frequency, default_position=1)
     user, _ = features.user(tiny.KNOWN_USER)

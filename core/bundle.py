@@ -4,10 +4,15 @@ Layout of ``$PCTR_HOME/serving/bundles/<version>/``: ``ranker/`` (SavedModel, ra
 ``calibrator.json``, ``user_tower/`` (SavedModel), ``faiss.index``, ``ads.parquet`` (row i = FAISS
 id i: ad ids, bids and ad-side features as of the data date), ``manifest.json`` (versions, feature
 service, data dates, checksums of every file).
+
+With a remote TF Serving (``serving.tf_serving_url``), ``ranker/`` is deployed there as
+``<model_base_path>/<N>/``, N the manifest's ``tf_serving_version``: the service scores with that
+version only, so the calibrator it applies is the one fitted to that ranker.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,19 @@ def verify(bundle: Path) -> dict[str, Any]:
         bad = sorted({name for name, _ in set(actual.items()) ^ set(manifest["checksums"].items())})
         raise ValueError(f"bundle {bundle} does not match its manifest: {bad[:5]}")
     return manifest
+
+
+def tf_serving_version(manifest: Mapping[str, Any]) -> int:
+    """The TF Serving model version the bundle's ``ranker/`` is served as; raises ``ValueError`` if not a
+    non-negative integer (TF Serving's version directories are numbers)."""
+    # Bundles published before the field existed expect their registered model version, the rule
+    # jobs.publish records: a rollback to one still goes through.
+    value = manifest.get("tf_serving_version", manifest.get("model_version"))
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"bundle {manifest.get('version')} records no usable TF Serving version: {value!r}")
+    return value
 
 
 def current_version(layout: Layout) -> str | None:

@@ -39,6 +39,10 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
             "created_at": dt.datetime.now(dt.UTC).isoformat(),
             "model_name": registered["model_name"],
             "model_version": registered["model_version"],
+            # The version TF Serving serves ranker/ as (<model_base_path>/<N>/), which a remote-scoring
+            # service checks and requests. The registered version: an integer, never reused for another
+            # ranker, and the number the served log already records.
+            "tf_serving_version": int(registered["model_version"]),
             "mlflow_run_id": registered["run_id"],
             "feature_service": RANKER_SERVICE,
             "data_dates": {split: days for split, (_, days) in split_days(cfg, ds).items()},

@@ -41,13 +41,16 @@ from serving.engine import RankingEngine
 from serving.frequency_cap import frequency_cap
 from serving.guards import TF_SERVING_PREFIX, BodySizeLimit, admin_guard, error_response
 from serving.request_features import CONTEXT
-from serving.scoring import MODEL_NAME
+from serving.scoring import MODEL_NAME, ModelVersionUnavailable
 from serving.served_log import ServedLog
 
 logger = logging.getLogger(__name__)
 
 RETRY_SECONDS = 5.0
 PREDICT_PATH = f"{TF_SERVING_PREFIX}{MODEL_NAME}:predict"
+# TF Serving's routes of one version of the model: the live bundle's model version, its tf_serving_version as published
+VERSION_PATH = f"{TF_SERVING_PREFIX}{MODEL_NAME}/versions/{{version:int}}"
+VERSION_PREDICT_PATH = f"{VERSION_PATH}:predict"
 _PY_TYPES: dict[str, Any] = {"string": str | int, "int64": int, "float32": float, "float64": float}
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -188,7 +191,8 @@ class Engines:
     def follow_current(self, stop: threading.Event) -> None:
         """Load the bundle CURRENT names, then follow it: a publish, ``pctr promote`` or ``pctr rollback``
         goes live without a restart. Checked every ``serving.watch_seconds`` (``RETRY_SECONDS`` until the
-        first load); a bundle that fails to load is not retried until CURRENT names another one."""
+        first load); a bundle that fails to load is not retried until CURRENT names another one, but for
+        one whose model version TF Serving does not serve (yet: it may still be loading it)."""
         failed: str | None = None
         while not stop.is_set():
             wanted = current_version(Layout(self.cfg.home))
@@ -198,9 +202,9 @@ class Engines:
                     self.reload()
                     failed = None
                 except Exception as err:
-                    failed = wanted
-                    # before the first publish this repeats every few seconds: no traceback for that
-                    quiet = isinstance(err, FileNotFoundError)
+                    failed = None if isinstance(err, ModelVersionUnavailable) else wanted
+                    # before the first publish, or while TF Serving loads a version, this repeats: no traceback
+                    quiet = isinstance(err, FileNotFoundError | ModelVersionUnavailable)
                     logger.warning("%s; still serving %s", self.error, live, exc_info=not quiet)
             stop.wait(RETRY_SECONDS if self.engine is None else self.cfg.serving.watch_seconds)
 
@@ -297,26 +301,44 @@ def create_app(cfg: PctrConfig) -> FastAPI:
             metrics.phases.labels(phase).observe(ms / 1000.0)
         return result
 
-    @app.post(PREDICT_PATH)
-    def predict(body: PredictRequest) -> Response:
+    def predict_on(body: PredictRequest, path: str, version: int | None) -> Response:
         refusal = body.refusal(cfg.serving)
         if refusal is not None:
-            return error_response(PREDICT_PATH, 400, refusal)
+            return error_response(path, 400, refusal)
         engine = engines.engine
         if engine is None:
             return JSONResponse({"error": f"model {MODEL_NAME} is not loaded: {engines.error}"}, status_code=503)
+        if version is not None and str(version) != engine.model_version:
+            return error_response(path, 404, f"Servable not found for request: Specific({MODEL_NAME}, {version})")
         # A single-output model's predictions in row format: one list of the output's (1,) values per instance.
         return JSONResponse({"predictions": [[p] for p in engine.predict(body.rows())]})
 
-    @app.get(f"/v1/models/{MODEL_NAME}")
-    def model_status() -> Response:
+    @app.post(PREDICT_PATH)
+    def predict(body: PredictRequest) -> Response:
+        return predict_on(body, PREDICT_PATH, None)
+
+    @app.post(VERSION_PREDICT_PATH)
+    def predict_version(version: int, body: PredictRequest) -> Response:
+        return predict_on(body, VERSION_PREDICT_PATH, version)
+
+    def status_of(version: int | None) -> Response:
         engine = engines.engine
         if engine is None:
             return JSONResponse({"error": f"model {MODEL_NAME} is not loaded: {engines.error}"}, status_code=503)
+        if version is not None and str(version) != engine.model_version:
+            return JSONResponse({"error": f"Could not find version {version} of model {MODEL_NAME}"}, status_code=404)
         status = {"error_code": "OK", "error_message": ""}
         return JSONResponse(
             {"model_version_status": [{"version": engine.model_version, "state": "AVAILABLE", "status": status}]}
         )
+
+    @app.get(f"/v1/models/{MODEL_NAME}")
+    def model_status() -> Response:
+        return status_of(None)
+
+    @app.get(VERSION_PATH)
+    def model_version_status(version: int) -> Response:
+        return status_of(version)
 
     admin = APIRouter(prefix="/admin", dependencies=[Depends(admin_guard(cfg.serving))])
 

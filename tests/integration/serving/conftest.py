@@ -191,6 +191,7 @@ def publish(bundle_parts: Path) -> Callable[..., Path]:
         manifest = {
             "version": version,
             "model_version": model_version,
+            "tf_serving_version": int(model_version),
             "feature_service": "ranker_v1",
             "checksums": file_checksums(bundle),
         }

@@ -51,6 +51,22 @@ def test_status_endpoints(live):
     }
 
 
+def test_tf_servings_versioned_routes_answer_for_the_live_model_version_only(live, instances):
+    status = live.client.get("/v1/models/pctr/versions/1")
+    assert status.json() == live.client.get("/v1/models/pctr").json()
+    missing = live.client.get("/v1/models/pctr/versions/2")
+    assert (missing.status_code, missing.json()) == (404, {"error": "Could not find version 2 of model pctr"})
+
+    body = {"instances": instances}
+    versioned = live.client.post("/v1/models/pctr/versions/1:predict", json=body)
+    assert versioned.json() == live.client.post("/v1/models/pctr:predict", json=body).json()
+    other = live.client.post("/v1/models/pctr/versions/2:predict", json=body)
+    assert other.status_code == 404
+    assert other.json() == {"error": "Servable not found for request: Specific(pctr, 2)"}
+    refused = live.client.post("/v1/models/pctr/versions/1:predict", json={"instances": []})
+    assert refused.status_code == 400 and "instances" in refused.json()["error"]
+
+
 def test_rank_fills_the_slots_by_ecpm_at_gsp_prices_under_the_rules(live, users):
     reserve = live.cfg.serving.reserve_price
     for user_id in users:

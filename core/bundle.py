@@ -1,7 +1,7 @@
 """Serving bundles: a versioned directory per published model set, and the CURRENT pointer to one.
 
 Layout of ``$PCTR_HOME/serving/bundles/<version>/``: ``ranker/`` (SavedModel, raw features in),
-``calibrator.json``, ``user_tower/`` (SavedModel), ``faiss.index``, ``ads.parquet`` (row i = FAISS
+``calibrator.json``, ``user_tower/`` and ``ad_tower/`` (SavedModels), ``faiss.index``, ``ads.parquet`` (row i = FAISS
 id i: ad ids, bids and ad-side features as of the data date), ``manifest.json`` (versions, feature
 service, data dates, checksums of every file).
 

@@ -186,6 +186,8 @@ class ServingConfig(BaseModel):
     redis_timeout_seconds: float = Field(1.0, gt=0.0)
     # uvicorn worker processes of `pctr serve`; more than one needs state = "redis" (one set of counts)
     workers: int = Field(1, ge=1)
+    # how often the service reads the current ads (bids, statistics, new ads) instead of serving the publish's; 0 = off
+    ads_refresh_seconds: float = Field(0.0, ge=0.0)
 
 
 class OrchestrationConfig(BaseModel):

@@ -30,7 +30,8 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     with staged_dir(bundle) as scratch:
         shutil.copytree(ranker_dir(cfg, ds) / "saved_model", scratch / "ranker")
         shutil.copy2(calibrator_path(cfg, ds), scratch / "calibrator.json")
-        shutil.copytree(retrieval_dir(cfg, ds) / "user_tower", scratch / "user_tower")
+        for tower in ("user_tower", "ad_tower"):
+            shutil.copytree(retrieval_dir(cfg, ds) / tower, scratch / tower)
         for name in ("faiss.index", "ads.parquet"):
             shutil.copy2(retrieval_dir(cfg, ds) / name, scratch / name)
         manifest = {

@@ -88,6 +88,8 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     faiss.write_index(index, str(out / "faiss.index"))
     ads.to_parquet(out / "ads.parquet", index=False)
     export_saved_model(user_tower, out / "user_tower")
+    # the service embeds ads launched after the publish with it (serving.fresh_ads)
+    export_saved_model(ad_tower, out / "ad_tower")
 
     holdout = load_split(cfg, ds, "holdout")
     clicks = holdout[holdout["label"] == 1]

@@ -12,8 +12,15 @@ The server's clock decides the hour, the frequency-cap day and the served-log da
 its ``request_time`` only in replay mode (``serving.replay``). Requests over the configured limits
 (``serving.max_*``) are refused, and ``/admin/*`` needs the admin token (``serving.guards``).
 
+With ``serving.ads_refresh_seconds`` set, another background thread reads the current ads (bids,
+statistics, ads launched after the publish: ``serving.fresh_ads``) that often and swaps them, with an
+index that holds the new ads, into the live engine; a bundle that loads gets its first refresh before it
+goes live. A refresh that fails is logged and counted, and the previous table and index keep serving.
+``/metrics`` gives the age of the served ads table and of the index.
+
 ``serve`` runs it in ``serving.workers`` uvicorn processes, each building its own app (``app_from_env``)
-with its own engine, metrics and served-log file; the frequency-cap counts are shared through Redis.
+with its own engine, metrics, served-log file and ad refreshes; the frequency-cap counts are shared
+through Redis.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Respons
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Info, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, model_validator
 
 from core.bundle import current_bundle_dir, current_version
@@ -39,8 +46,9 @@ from core.layout import Layout
 from models.features import MODEL_FEATURES
 from serving.engine import RankingEngine
 from serving.frequency_cap import frequency_cap
+from serving.fresh_ads import CurrentAds, Merged
 from serving.guards import TF_SERVING_PREFIX, BodySizeLimit, admin_guard, error_response
-from serving.request_features import CONTEXT
+from serving.request_features import CONTEXT, OnlineFeatures
 from serving.scoring import MODEL_NAME, ModelVersionUnavailable
 from serving.served_log import ServedLog
 
@@ -154,6 +162,19 @@ class Metrics:
         )  # fmt: skip
         self.reloads = Counter("pctr_bundle_reloads", "Bundle loads by result", ["result"], registry=self.registry)
         self.bundle = Info("pctr_bundle", "The bundle being served", registry=self.registry)
+        self.ads_refreshes = Counter(
+            "pctr_ads_refreshes", "Refreshes of the served ads table by result", ["result"], registry=self.registry
+        )
+        # Ages at scrape time, from the live engine (``Engines`` sets their functions); NaN before a bundle loads.
+        self.ads_table_age = Gauge(
+            "pctr_ads_table_age_seconds", "Seconds since the served ads table was read (last refresh, or publish)",
+            registry=self.registry,
+        )  # fmt: skip
+        self.index_age = Gauge(
+            "pctr_index_age_seconds",
+            "Seconds since the FAISS index last held every listed ad (last refresh or build, or publish)",
+            registry=self.registry,
+        )
 
 
 class Engines:
@@ -168,6 +189,14 @@ class Engines:
         # Per process, not per bundle: they survive reloads.
         self._frequency = frequency_cap(cfg.serving)
         self._served_log = ServedLog(Layout(cfg.home).served_log)
+        self._current_ads: CurrentAds | None = None  # opened at the first refresh, with a Feast store of its own
+        self._ads_lock = threading.Lock()
+        metrics.ads_table_age.set_function(lambda: self._age("ads_at"))
+        metrics.index_age.set_function(lambda: self._age("index_at"))
+
+    def _age(self, which: str) -> float:
+        engine = self.engine
+        return float("nan") if engine is None else max(0.0, time.time() - getattr(engine.side, which))
 
     def reload(self) -> RankingEngine:
         """Load the bundle CURRENT names and make it live; raises (and keeps the old engine) on failure."""
@@ -182,6 +211,12 @@ class Engines:
                 self.metrics.reloads.labels("error").inc()
                 self.error = f"{type(err).__name__}: {err}"
                 raise
+            if self.cfg.serving.ads_refresh_seconds > 0:
+                try:  # the publish's ads may be older than those the live engine serves
+                    self.refresh_ads(engine)
+                except Exception:
+                    logger.warning("bundle %s serves the ads of its publish until a refresh succeeds", engine.version,
+                                   exc_info=True)  # fmt: skip
             self.engine, self.error = engine, None
             self.metrics.reloads.labels("ok").inc()
             self.metrics.bundle.info({"version": engine.version, "model_version": engine.model_version})
@@ -207,6 +242,44 @@ class Engines:
                     quiet = isinstance(err, FileNotFoundError | ModelVersionUnavailable)
                     logger.warning("%s; still serving %s", self.error, live, exc_info=not quiet)
             stop.wait(RETRY_SECONDS if self.engine is None else self.cfg.serving.watch_seconds)
+
+    def refresh_ads(self, engine: RankingEngine | None = None) -> Merged:
+        """Merge the current ads into ``engine`` (default: the live one) and swap them in; returns what changed.
+
+        Raises on failure (no engine, no listing, Feast, the ad tower...), and the engine keeps its table and index.
+        """
+        with self._ads_lock:  # one refresh at a time: the background one, or a loading bundle's
+            try:
+                engine = engine or self.engine
+                if engine is None:
+                    raise RuntimeError(f"no bundle loaded: {self.error}")
+                if self._current_ads is None:
+                    from feature_repo.store import feature_store
+
+                    self._current_ads = CurrentAds(Layout(self.cfg.home), OnlineFeatures(feature_store(self.cfg)))
+                merged = engine.refresh_ads(self._current_ads.read())
+            except Exception:
+                self.metrics.ads_refreshes.labels("error").inc()
+                raise
+        self.metrics.ads_refreshes.labels("ok").inc()
+        if merged.added or merged.dropped or merged.pending:
+            logger.info(
+                "bundle %s serves %d ads: %d added, %d dropped, %d new ads pending (no ad tower to embed them)",
+                engine.version, len(merged.ads["ad_id"]), len(merged.added), len(merged.dropped), len(merged.pending),
+            )  # fmt: skip
+        return merged
+
+    def follow_ads(self, stop: threading.Event) -> None:
+        """Refresh the live engine's ads every ``serving.ads_refresh_seconds``; a refresh that fails is logged,
+        and the previous table and index keep serving until one succeeds."""
+        while not stop.wait(self.cfg.serving.ads_refresh_seconds):
+            engine = self.engine
+            if engine is None:
+                continue
+            try:
+                self.refresh_ads(engine)
+            except Exception:
+                logger.warning("ads refresh failed; the previous ads table and index keep serving", exc_info=True)
 
     def live(self) -> RankingEngine:
         engine = self.engine
@@ -244,6 +317,8 @@ def create_app(cfg: PctrConfig) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
         threading.Thread(target=engines.follow_current, args=(stop,), name="bundle-loader", daemon=True).start()
+        if cfg.serving.ads_refresh_seconds > 0:
+            threading.Thread(target=engines.follow_ads, args=(stop,), name="ads-refresher", daemon=True).start()
         yield
         stop.set()
 

@@ -5,7 +5,8 @@ Where each value comes from:
   not know: cold start);
 - the (user, category) batch features of each candidate's category: Feast online, one read for the
   candidates' distinct categories (``OnlineFeatures.pairs``);
-- the ad and advertiser features: the bundle's ads table in memory (``serving.ads``);
+- the ad and advertiser features: the served ads table in memory (``serving.ads``: the bundle's, or the
+  current ads read from Feast online by the last refresh, ``serving.fresh_ads``);
 - the request's context (placement, device, ...): the request, spec defaults for what it leaves out;
 - what the server sets: the slot the model scores every ad at (position bias), the hour of the
   request and the user's impressions of each candidate today (the frequency cap's counts).
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,8 +26,10 @@ from models.features import (
     BY_NAME,
     CATEGORY_FEATURE,
     CATEGORY_KEY,
+    ENTITIES,
     EXPOSURES_FEATURE,
     RANKER_SERVICE,
+    Entity,
     batch_features,
     request_features,
 )
@@ -46,15 +49,16 @@ CONTEXT = tuple(f for f in request_features() if f.name not in {"user_id", *AD_T
 class OnlineFeatures:
     """The user's and its (user, category) batch features from a Feast store's online store; thread-safe.
 
-    ``store`` is a ``feast.FeatureStore`` whose registry holds the user and (user, category) views.
+    ``store`` is a ``feast.FeatureStore`` whose registry holds the user and (user, category) views (and the
+    ad and advertiser views, for ``entities``).
     """
 
     def __init__(self, store: Any) -> None:
         from feature_repo.definitions import service_refs
 
         self._store = store
-        # the ranker's feature service decides what is read, as it does for training; the ad side of the
-        # service comes from the bundle's ads table
+        # the ranker's feature service decides what is read, as it does for training; a request's ad side
+        # comes from the served ads table, which only a refresh reads from here (``entities``)
         self._user_refs = service_refs(RANKER_SERVICE, "user")
         self._pair_refs = service_refs(RANKER_SERVICE, "user_category")
         # Feast's sqlite store shares one connection between threads; reads are ~0.4 ms, so serialise them.
@@ -85,6 +89,30 @@ class OnlineFeatures:
             values = [f.default if v is None else v for v in found[f.name]]
             columns[f.name] = np.asarray(values, dtype=f.numpy_dtype)[of_row]
         return columns
+
+    def entities(
+        self, entity: Entity, keys: Sequence[str], chunk: int = 1000
+    ) -> tuple[dict[str, list[Any]], np.ndarray]:
+        """The online values of ``entity``'s features in the ranker's service for each of ``keys`` (None where
+        Feast has none), and whether Feast knew each key (any value at all).
+
+        For the views of one join key (ad, advertiser) and many keys: read ``chunk`` keys at a time, so
+        that no single read holds the lock long when requests share the store.
+        """
+        from feature_repo.definitions import service_refs
+
+        refs = service_refs(RANKER_SERVICE, entity)
+        (key,) = ENTITIES[entity].keys
+        names = [f.name for f in batch_features(entity)]
+        values: dict[str, list[Any]] = {name: [] for name in names}
+        for start in range(0, len(keys), chunk):
+            rows = [{key: k} for k in keys[start : start + chunk]]
+            with self._lock:
+                found = self._store.get_online_features(features=refs, entity_rows=rows).to_dict()
+            for name in names:
+                values[name].extend(found[name])
+        known = np.array([any(values[n][i] is not None for n in names) for i in range(len(keys))], dtype=bool)
+        return values, known
 
 
 def request_values(
@@ -128,6 +156,10 @@ class RequestFeatures:
         self.ads = ads
         self.frequency = frequency
         self.default_position = default_position
+
+    def with_ads(self, ads: AdsTable) -> RequestFeatures:
+        """The same steps over another ads table (a refreshed one)."""
+        return RequestFeatures(self.online, ads, self.frequency, self.default_position)
 
     def user(self, user_id: str) -> tuple[dict[str, Any], bool]:
         """The user's batch features and whether Feast knew the user (``OnlineFeatures.user``)."""

@@ -1,6 +1,6 @@
 """Candidate generation: the user tower's embedding -> FAISS top-K, and exploration of new ads.
 
-Both return rows of the bundle's ads table (``serving.ads``; row i = FAISS id i).
+Both return rows of the served ads table (``serving.ads``; row i = FAISS id i).
 """
 
 from __future__ import annotations
@@ -23,6 +23,15 @@ class Retrieval:
         self._user_tower = user_tower
         self._index = index
         self.k = k
+
+    @property
+    def index(self) -> Any:
+        """The FAISS index searched; never written once searched (a refresh builds a new one)."""
+        return self._index
+
+    def with_index(self, index: Any) -> Retrieval:
+        """The same user tower and ``k`` over another index (a refreshed one)."""
+        return Retrieval(self._user_tower, index, self.k)
 
     def candidates(self, user_id: str, user: Mapping[str, Any]) -> np.ndarray:
         """Ads-table rows of the ``k`` ads nearest the user's embedding, nearest first.
@@ -54,6 +63,10 @@ class Exploration:
         self.new_ads = new_ads
         self.epsilon = epsilon
         self._rng = rng
+
+    def with_new_ads(self, new_ads: np.ndarray) -> Exploration:
+        """The same epsilon and random generator over the new ads of another ads table (a refreshed one)."""
+        return Exploration(new_ads, self.epsilon, self._rng)
 
     def pick(self) -> int | None:
         """With probability ``epsilon`` the row of a random new ad, else None (and no random draw if it cannot pick)."""

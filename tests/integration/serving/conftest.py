@@ -1,4 +1,5 @@
-"""A tiny real serving home: a bundle of untrained ``models/`` networks, FAISS over 50 ads, Feast with 4 users.
+"""A tiny real serving home: a bundle of untrained ``models/`` networks (the ad tower too), FAISS over 50 ads,
+Feast with 4 users.
 
 The bundle parts are built once per session (``bundle_parts``); ``publish`` copies them into a home
 as a versioned bundle with a manifest and flips CURRENT, like ``jobs.publish``. Homes share one
@@ -114,6 +115,7 @@ def bundle_parts(tmp_path_factory: pytest.TempPathFactory, ads_table: pd.DataFra
     export_saved_model(build_deepfm(MODEL_FEATURES, stats, TRAIN), parts / "ranker")
     towers = build_two_tower(stats, TRAIN)
     export_saved_model(get_tower(towers, "user"), parts / "user_tower")
+    export_saved_model(get_tower(towers, "ad"), parts / "ad_tower")  # embeds the ads a refresh finds new
     ad_features = tower_features("ad")
     ad_emb = np.asarray(get_tower(towers, "ad")(to_tensors(fill_defaults(ads_table, ad_features), ad_features)))
     faiss.write_index(build_index(ad_emb, "flat"), str(parts / "faiss.index"))

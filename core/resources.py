@@ -34,9 +34,9 @@ def tree_rss_bytes(root: psutil.Process) -> int:
 class PeakMemory:
     """Peak summed RSS (MiB) of the tree under ``pid`` (default: this process), sampled every ``interval`` s.
 
-    ``phase(name)`` attributes the following samples to ``name`` as well (``phase(None)`` ends it);
-    ``phase_peaks_mib`` holds each phase's peak. Use as a context manager; the peaks are readable
-    while it runs.
+    ``begin(name)`` attributes the following samples to the phase ``name`` as well, until ``end(name)``;
+    phases may overlap (two tasks running at once). ``phase_peaks_mib`` holds each phase's peak. Use as a
+    context manager; the peaks are readable while it runs.
     """
 
     def __init__(self, pid: int | None = None, interval: float = 0.5) -> None:
@@ -45,7 +45,7 @@ class PeakMemory:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="peak-memory", daemon=True)
-        self._phase: str | None = None
+        self._phases: set[str] = set()
         self._peak = 0
         self._phase_peaks: dict[str, int] = {}
 
@@ -58,20 +58,23 @@ class PeakMemory:
         with self._lock:
             return {name: round(peak / MIB, 1) for name, peak in self._phase_peaks.items()}
 
-    def phase(self, name: str | None) -> None:
+    def begin(self, name: str) -> None:
         with self._lock:
-            self._phase = name
-            if name is not None:
-                self._phase_peaks.setdefault(name, 0)
+            self._phases.add(name)
+            self._phase_peaks.setdefault(name, 0)
         self.sample()  # a short phase still gets one sample
+
+    def end(self, name: str) -> None:
+        with self._lock:
+            self._phases.discard(name)
 
     def sample(self) -> int:
         """Take one sample now; return it in bytes."""
         rss = tree_rss_bytes(self._root)
         with self._lock:
             self._peak = max(self._peak, rss)
-            if self._phase is not None:
-                self._phase_peaks[self._phase] = max(self._phase_peaks[self._phase], rss)
+            for phase in self._phases:
+                self._phase_peaks[phase] = max(self._phase_peaks[phase], rss)
         return rss
 
     def _run(self) -> None:

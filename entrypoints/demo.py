@@ -216,10 +216,10 @@ def _follow_dags_test(
 
 def _show(event: TaskEvent, memory: PeakMemory) -> None:
     if event.kind == "started":
-        memory.phase(event.task_id)
+        memory.begin(event.task_id)
         print(f"  {event.task_id} ...", flush=True)
     elif event.kind == "ended":
-        memory.phase(None)
+        memory.end(event.task_id)
         status = "ok" if event.state == "success" else event.state
         print(f"  {event.task_id} {status} ({event.seconds} s)", flush=True)
     else:
@@ -331,20 +331,20 @@ def run_demo(cfg: PctrConfig, scale: str, children: ChildProcesses, memory: Peak
     started = time.time()
     days = demo_days(cfg)
     ds = days[-1]
-    memory.phase("history")
+    memory.begin("history")
     history = start_history_apart(scale, children)
     api = start_airflow_api(cfg, children)
     wait_history(history)
-    memory.phase(None)
+    memory.end("history")
     tasks = close_day_with_airflow(cfg, ds, api, children, memory)
     registered = read_json(Layout(cfg.home).stage_output("register", ds) / "_stats.json")
     if not registered["promoted"]:
         raise SystemExit(
             f"pctr demo: model version {registered['model_version']} is not live: {registered['promotion']}"
         )
-    memory.phase("serve")
+    memory.begin("serve")
     served = serve_and_rank(cfg, ds, children)
-    memory.phase(None)
+    memory.end("serve")
     summary = summarise(cfg, ds, tasks, memory.phase_peaks_mib, served)
     summary["skew"] = skew_check(cfg, ds)
     summary["wall_seconds"] = round(time.time() - started, 1)

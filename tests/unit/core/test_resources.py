@@ -29,19 +29,23 @@ def test_a_child_allocating_200_mb_is_seen_in_the_peak() -> None:
     assert memory.peak_mib - baseline_mib >= 190
 
 
-def test_phases_keep_their_own_peaks() -> None:
+def test_phases_keep_their_own_peaks_and_may_overlap() -> None:
     with PeakMemory(interval=0.1) as memory:
-        memory.phase("quiet")
+        memory.begin("quiet")
         time.sleep(0.3)
-        memory.phase("allocating")
+        memory.end("quiet")
+        memory.begin("long task")  # two tasks at once: both see the samples taken while both run
+        memory.begin("allocating")
         proc = _child_holding_200_mb()
         time.sleep(0.5)
         proc.wait()
-        memory.phase(None)
+        memory.end("allocating")
         time.sleep(0.3)
-        memory.phase("quiet again")
+        memory.end("long task")
+        memory.begin("quiet again")
     peaks = memory.phase_peaks_mib
-    assert set(peaks) == {"quiet", "allocating", "quiet again"}
+    assert set(peaks) == {"quiet", "long task", "allocating", "quiet again"}
     assert peaks["allocating"] - peaks["quiet"] >= 190
+    assert peaks["long task"] == peaks["allocating"]
     assert peaks["allocating"] - peaks["quiet again"] >= 190  # the child's memory left with it
     assert memory.peak_mib == max(peaks.values())

@@ -34,14 +34,15 @@ def recorded_setting(cfg: PctrConfig) -> dict[str, Any] | None:
 
 
 def search_due(cfg: PctrConfig, ds: str, recorded: dict[str, Any] | None) -> bool:
-    """Whether the run of ``ds`` searches: none recorded yet, or the record is ``search_every_days`` old.
+    """Whether the run of ``ds`` searches: none recorded yet, the record is ``search_every_days`` old, or
+    ``ds`` is the day that searched (a rerun writes what the first run wrote: the search's winner).
 
-    A backfill of a day before the record trains with it: the setting in force is the latest one.
+    A backfill of another day before the record trains with it: the setting in force is the latest one.
     """
     if cfg.train.search_every_days == 0:
         return False
     age = (parse_ds(ds) - parse_ds(recorded["searched_on"])).days if recorded else None
-    return age is None or age >= cfg.train.search_every_days
+    return age is None or age == 0 or age >= cfg.train.search_every_days
 
 
 def run_config(cfg: PctrConfig, recorded: dict[str, Any] | None, searching: bool) -> PctrConfig:

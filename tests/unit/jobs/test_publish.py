@@ -22,8 +22,9 @@ def test_the_manifest_records_the_tf_serving_version_the_bundle_expects(tmp_path
     (ranker_dir(cfg, DS) / "saved_model").mkdir(parents=True)
     (ranker_dir(cfg, DS) / "saved_model" / "saved_model.pb").write_bytes(b"ranker")
     calibrator_path(cfg, DS).write_text("{}")
-    (retrieval_dir(cfg, DS) / "user_tower").mkdir(parents=True)
-    (retrieval_dir(cfg, DS) / "user_tower" / "saved_model.pb").write_bytes(b"tower")
+    for tower in ("user_tower", "ad_tower"):
+        (retrieval_dir(cfg, DS) / tower).mkdir(parents=True)
+        (retrieval_dir(cfg, DS) / tower / "saved_model.pb").write_bytes(tower.encode())
     for name in ("faiss.index", "ads.parquet"):
         (retrieval_dir(cfg, DS) / name).write_bytes(name.encode())
 

@@ -16,7 +16,7 @@ RECORD = {"searched_on": "2026-11-06", "learning_rate": 0.003, "embedding_weight
         ("2026-11-07", 7, False),
         ("2026-11-12", 7, False),
         ("2026-11-13", 7, True),  # a week after the last search
-        ("2026-11-06", 7, False),  # a rerun of the search's own day trains with what it chose
+        ("2026-11-06", 7, True),  # a rerun of the search's own day searches again, as its first run did
         ("2026-10-20", 7, False),  # a backfill trains with the setting in force
         ("2026-12-31", 0, False),  # searches switched off
     ],

@@ -16,8 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config import ServingConfig
 from models.features import AD_TABLE_FEATURES, BY_NAME, CATEGORY_KEY, batch_features, stat_name
 from serving.ads import AdsTable
+from serving.engine import RankingEngine
+from serving.frequency_cap import frequency_cap
+from serving.request_features import OnlineFeatures, RequestFeatures
+from serving.retrieval import Exploration, Retrieval, new_ads
+from serving.served_log import ServedLog
 
 N_ADS = 12
 CATEGORIES = ("autos", "food", "travel")  # ad i is of CATEGORIES[i % 3]
@@ -101,3 +107,30 @@ def feast_store(tmp_path_factory: pytest.TempPathFactory):
     keys = {"user_id": [KNOWN_USER] * len(KNOWN_CATEGORIES), CATEGORY_KEY: list(KNOWN_CATEGORIES)}
     store.write_to_online_store(view_name("user_category"), _feast_rows(keys, pairs))
     return store
+
+
+@pytest.fixture
+def build_engine(index, feast_store, tmp_path):
+    """``(user_tower, scorer, *, ad_tower, built_at, **serving) -> RankingEngine`` over the tiny ads, index and
+    Feast store; ``serving`` overrides the tiny defaults of the configuration."""
+
+    def build(user_tower, scorer, *, ad_tower=None, built_at=None, **serving) -> RankingEngine:
+        defaults = {"retrieval_k": 8, "reserve_price": RESERVE, "frequency_cap": 2, "max_ads_per_advertiser": 1}
+        cfg = ServingConfig(**defaults | serving)
+        ads = make_ads()
+        frequency = frequency_cap(cfg)
+        return RankingEngine(
+            manifest={"version": "v1", "model_version": "7"},
+            ads=ads,
+            features=RequestFeatures(OnlineFeatures(feast_store), ads, frequency, cfg.default_position),
+            retrieval=Retrieval(user_tower, index, cfg.retrieval_k),
+            exploration=Exploration(new_ads(ads, cfg.reserve_price), cfg.exploration_epsilon, np.random.default_rng(0)),
+            scorer=scorer,
+            cfg=cfg,
+            frequency=frequency,
+            served_log=ServedLog(tmp_path / "served"),
+            ad_tower=ad_tower,
+            built_at=built_at,
+        )
+
+    return build

@@ -9,13 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from core.config import ServingConfig
 from models.features import EXPOSURES_FEATURE, FEATURES, MODEL_FEATURES
-from serving.engine import RankingEngine
-from serving.frequency_cap import frequency_cap
-from serving.request_features import OnlineFeatures, RequestFeatures
-from serving.retrieval import Exploration, Retrieval, new_ads
-from serving.served_log import ServedLog
 
 PHASES = ("features", "retrieval", "pair_features", "scoring", "auction", "log")
 NOW = dt.datetime(2026, 11, 20, 9, 15, tzinfo=dt.UTC)
@@ -37,25 +31,8 @@ def axis_tower(inputs):
 
 
 @pytest.fixture
-def make_engine(tiny, index, feast_store, tmp_path):
-    def make(**serving):
-        defaults = {"retrieval_k": 8, "reserve_price": tiny.RESERVE, "frequency_cap": 2, "max_ads_per_advertiser": 1}
-        cfg = ServingConfig(**defaults | serving)
-        ads = tiny.make_ads()
-        frequency = frequency_cap(cfg)
-        return RankingEngine(
-            manifest={"version": "v1", "model_version": "7"},
-            ads=ads,
-            features=RequestFeatures(OnlineFeatures(feast_store), ads, frequency, cfg.default_position),
-            retrieval=Retrieval(axis_tower, index, cfg.retrieval_k),
-            exploration=Exploration(new_ads(ads, cfg.reserve_price), cfg.exploration_epsilon, np.random.default_rng(0)),
-            scorer=AdCtrScorer(),
-            cfg=cfg,
-            frequency=frequency,
-            served_log=ServedLog(tmp_path / "served"),
-        )
-
-    return make
+def make_engine(build_engine):
+    return lambda **serving: build_engine(axis_tower, AdCtrScorer(), **serving)
 
 
 def served(tmp_path) -> list[dict]:

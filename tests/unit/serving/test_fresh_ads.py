@@ -12,15 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.config import ServingConfig
 from core.layout import Layout
 from models.features import AD_TABLE_COLUMNS, BY_NAME, batch_features, tower_features
-from serving.engine import RankingEngine
-from serving.frequency_cap import frequency_cap
 from serving.fresh_ads import CurrentAds, merge_ads
-from serving.request_features import OnlineFeatures, RequestFeatures
-from serving.retrieval import Exploration, Retrieval, new_ads
-from serving.served_log import ServedLog
+from serving.request_features import OnlineFeatures
 
 NOW = dt.datetime(2026, 11, 20, 9, 15, tzinfo=dt.UTC)
 AXIS = 3
@@ -67,24 +62,10 @@ def current_with_new_ad(tiny, **values):
 
 
 @pytest.fixture
-def make_engine(tiny, index, feast_store, tmp_path):
+def make_engine(build_engine):
     def make(ad_tower=None, **serving):
-        defaults = {"retrieval_k": 3, "reserve_price": tiny.RESERVE, "frequency_cap": 2, "max_ads_per_advertiser": 1}
-        cfg = ServingConfig(**defaults | serving)
-        ads = tiny.make_ads()
-        frequency = frequency_cap(cfg)
-        return RankingEngine(
-            manifest={"version": "v1", "model_version": "7"},
-            ads=ads,
-            features=RequestFeatures(OnlineFeatures(feast_store), ads, frequency, cfg.default_position),
-            retrieval=Retrieval(along_axis, index, cfg.retrieval_k),
-            exploration=Exploration(new_ads(ads, cfg.reserve_price), cfg.exploration_epsilon, np.random.default_rng(0)),
-            scorer=AdCtrScorer(),
-            cfg=cfg,
-            frequency=frequency,
-            served_log=ServedLog(tmp_path / "served"),
-            ad_tower=ad_tower,
-            built_at=1000.0,
+        return build_engine(
+            along_axis, AdCtrScorer(), ad_tower=ad_tower, built_at=1000.0, **{"retrieval_k": 3} | serving
         )
 
     return make

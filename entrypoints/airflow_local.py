@@ -73,15 +73,16 @@ def airflow_env(cfg: PctrConfig, parallelism: int = 4) -> dict[str, str]:
 
 
 def dags_test_env(cfg: PctrConfig, api_port: int) -> dict[str, str]:
-    """Environment of the demo's ``dags test`` and its Execution API server: two tasks at a time, no retries.
+    """Environment of the demo's ``dags test`` and its Execution API server: one task at a time, no retries.
 
-    Two: train and train_retrieval (both after training_set) run together, and the retrieval model
-    trains while the train stage's first minutes fit the baseline, which keeps one core busy. Without
-    retries a failed task fails the run at once instead of waiting ``orchestration.retry_delay_minutes``
-    in up_for_retry; the DAG file reads the setting, so the production DAG keeps its retries.
+    One task at a time: ``DagTestOutput`` tells whose process ended by the order of the output (two tasks
+    at once made it miss calibrate's end), and train and train_retrieval (both after training_set) would
+    share a small machine's cores. Without retries a failed task fails the run at once instead of waiting
+    ``orchestration.retry_delay_minutes`` in up_for_retry; the DAG file reads the setting, so the
+    production DAG keeps its retries.
     """
     return {
-        **airflow_env(cfg, parallelism=2),
+        **airflow_env(cfg, parallelism=1),
         "PCTR_ORCHESTRATION__RETRIES": "0",
         "PYTHONUNBUFFERED": "1",  # lines reach the demo as they are printed, not when a pipe buffer fills
         # a task's supervisor notices its process's exit only when it next wakes to heartbeat (default every

@@ -126,12 +126,12 @@ def test_the_log_tail_of_a_task_renders_its_exception_and_reads_its_newest_attem
     assert task_log_tail(cfg, "pctr_daily", "publish") == []
 
 
-def test_the_demo_airflow_runs_two_tasks_at_a_time_without_retries(
+def test_the_demo_airflow_runs_one_task_at_a_time_without_retries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = load_config(home=tmp_path)
     env = dags_test_env(cfg, api_port=18999)
-    assert env["AIRFLOW__CORE__PARALLELISM"] == env["AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG"] == "2"
+    assert env["AIRFLOW__CORE__PARALLELISM"] == env["AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG"] == "1"
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:18999/execution/"
     assert len(env["AIRFLOW__API_AUTH__JWT_SECRET"]) >= 32
     monkeypatch.setenv("PCTR_ORCHESTRATION__RETRIES", env["PCTR_ORCHESTRATION__RETRIES"])

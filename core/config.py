@@ -206,6 +206,44 @@ class OrchestrationConfig(BaseModel):
     sensor_timeout_hours: float = 12
 
 
+class HourlyConfig(BaseModel):
+    """pctr_hourly: the live ranker warm-started and refreshed on the newest closed hours between daily runs.
+
+    An hour H is closed once its clicks' attribution window has passed (``join.attribution_window_hours``
+    after H ends). The run of the hour ending at T closes H = T - 1h - window; it trains on the
+    ``train_hours`` closed hours before H - 1, fits the calibrator on hour H - 1's un-downsampled
+    sample and evaluates on hour H, which neither saw.
+    """
+
+    train_hours: int = Field(6, ge=1)
+    epochs: int = Field(1, ge=1)
+    # a fine-tune of an already trained ranker: smaller steps than a day's training from the baseline
+    learning_rate: float = Field(3e-4, gt=0.0)
+
+
+class MonitorConfig(BaseModel):
+    """pctr_monitor: drift of the served features, calibration of what was served, staleness.
+
+    A threshold crossed fails the monitor's task (red in the Airflow UI); the report says which.
+    """
+
+    # the served impressions of this many hours before the run's end are compared with the live model's training set
+    lookback_hours: int = Field(24, ge=1)
+    psi_bins: int = Field(10, ge=2)
+    # population stability index per feature: 0.1 is a moderate shift, 0.25 a large one by the usual reading
+    max_psi: float = 0.25
+    # Kolmogorov-Smirnov statistic per numeric feature
+    max_ks: float = 0.2
+    # observed/expected clicks of the served predictions, overall and per segment with enough impressions
+    oe_band: tuple[float, float] = (0.8, 1.25)
+    max_relative_ece: float = 0.25
+    min_segment_impressions: int = Field(1000, ge=1)
+    # staleness: the live bundle, each online feature view and the newest joined hour
+    max_bundle_age_hours: float = 48.0
+    max_feature_age_hours: float = 48.0
+    max_joined_age_hours: float = 12.0
+
+
 class SparkConfig(BaseModel):
     """Spark session settings; any ``spark.*`` key can be added under ``conf``."""
 
@@ -234,6 +272,8 @@ class PctrConfig(BaseSettings):
     serving: ServingConfig = ServingConfig()
     spark: SparkConfig = SparkConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    hourly: HourlyConfig = HourlyConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @property
     def feature_delay(self) -> dt.timedelta:

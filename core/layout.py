@@ -16,6 +16,7 @@ RANKER_WEIGHTS = "ranker.weights.h5"
 BASELINE_WEIGHTS = "baseline.weights.h5"
 BASELINE_FIT = "baseline_fit.json"
 CHECKPOINTS = "checkpoints"
+HOUR_KEY_FORMAT = "%Y-%m-%dT%H"
 FEATURE_STATS = "feature_stats.json"
 
 
@@ -31,6 +32,42 @@ def day_bounds(ds: str) -> tuple[dt.datetime, dt.datetime]:
     """[start, end) of a day in UTC."""
     start = dt.datetime.combine(parse_ds(ds), dt.time(), tzinfo=dt.UTC)
     return start, start + dt.timedelta(days=1)
+
+
+def parse_hour(key: str) -> dt.datetime:
+    """Parse a ``YYYY-MM-DDTHH`` hour key (UTC), with a clear error for anything else."""
+    try:
+        parsed = dt.datetime.strptime(key, HOUR_KEY_FORMAT)
+    except ValueError as err:
+        raise ValueError(f"an hour must be YYYY-MM-DDTHH, got {key!r}") from err
+    return parsed.replace(tzinfo=dt.UTC)
+
+
+def hour_key(at: dt.datetime) -> str:
+    """The key of the hour that holds ``at`` (UTC)."""
+    return at.astimezone(dt.UTC).strftime(HOUR_KEY_FORMAT)
+
+
+def is_hour(key: str) -> bool:
+    """Whether a period key names an hour (``YYYY-MM-DDTHH``) rather than a day (``YYYY-MM-DD``)."""
+    return "T" in key
+
+
+def period_bounds(key: str) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) in UTC of the day or the hour that ``key`` names."""
+    if not is_hour(key):
+        return day_bounds(key)
+    start = parse_hour(key)
+    return start, start + dt.timedelta(hours=1)
+
+
+def period_day(key: str) -> str:
+    """The day of a day or hour key."""
+    return period_bounds(key)[0].date().isoformat()
+
+
+def shift_hour(key: str, hours: int) -> str:
+    return hour_key(parse_hour(key) + dt.timedelta(hours=hours))
 
 
 def feature_window(ds: str, delay: dt.timedelta) -> tuple[dt.datetime, dt.datetime]:
@@ -84,9 +121,17 @@ class Layout:
         base = self.home / "data" / "truth"
         return base if ds is None else base / f"dt={ds}"
 
-    def _partition(self, name: str, ds: str | None) -> Path:
-        base = self.home / "data" / name
-        return base if ds is None else base / f"dt={ds}"
+    def _partition(self, name: str, key: str | None) -> Path:
+        """The partition of a day (``data/<name>/dt=D``) or of an hour (``data/hourly/<name>/dt=D/hour=HH``).
+
+        Hours live in a tree of their own: closing a day replaces its whole ``dt=D`` directory at once.
+        """
+        if key is None:
+            return self.home / "data" / name
+        if not is_hour(key):
+            return self.home / "data" / name / f"dt={key}"
+        start = parse_hour(key)
+        return self.home / "data" / "hourly" / name / f"dt={start.date().isoformat()}" / f"hour={start.hour:02d}"
 
     def joined(self, ds: str | None = None) -> Path:
         return self._partition("joined", ds)
@@ -118,8 +163,9 @@ class Layout:
     def training_set(self, ds: str) -> Path:
         return self.run_dir(ds) / "training_set"
 
-    def run_dir(self, ds: str) -> Path:
-        return self.home / "runs" / ds
+    def run_dir(self, key: str) -> Path:
+        """The run closing a day (``runs/D``) or refreshing the model on an hour (``runs/hourly/DTHH``)."""
+        return self.home / "runs" / ("hourly" if is_hour(key) else "") / key
 
     @property
     def ranker_setting(self) -> Path:

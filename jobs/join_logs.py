@@ -1,4 +1,9 @@
-"""Spark log join: impressions + clicks of one day -> labelled, downsampled training rows.
+"""Spark log join: impressions + clicks of one day (or one hour) -> labelled, downsampled training rows.
+
+``run`` closes a day (``pctr_daily``) or an hour (``YYYY-MM-DDTHH``, ``pctr_hourly``) with the same code: an
+hour's join reads its day's impressions up to and including the hour, so that duplicates and the
+exposures feature are decided over the day as the daily join decides them, and writes, counts and
+quarantines the records of the hour's own raw files only. Its rows equal the daily join's rows of that hour.
 
 Accounting (every raw record of the day lands in exactly one bucket; ``_stats.json`` counts each bucket on
 its own, the quarantine from the files written, and the stage fails unless they add up):
@@ -26,12 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 from core.config import PctrConfig
 from core.io import Stats, staged_dir, write_stats
-from core.layout import Layout, day_bounds, shift_ds
+from core.layout import Layout, day_bounds, is_hour, period_bounds, period_day, shift_ds
 from core.raw_logs import (
     CLICK_FIELDS,
     IMPRESSION_FIELDS,
     REQUIRED_IMPRESSION,
     RawFile,
+    RawHour,
     all_of,
     copy_unreadable,
     read_raw_events,
@@ -77,33 +83,37 @@ def _quarantine(df: DataFrame, event: str, reason: Column) -> DataFrame:
 
 
 def run(cfg: PctrConfig, ds: str) -> Stats:
-    """Join the impressions of ``ds`` with their clicks, quarantine bad records, label and downsample."""
+    """Join the impressions of ``ds`` (a day, or an hour ``YYYY-MM-DDTHH``) with their clicks, quarantine bad
+    records, label and downsample."""
     from pyspark.sql import functions as F
 
     started = time.time()
     layout = Layout(cfg.home)
+    day = period_day(ds)
     files, unreadable = readable_files(cfg, require_closable(cfg, ds))
-    imp_paths = _paths(files, "impressions", ds)
-    if not imp_paths:
-        raise FileNotFoundError(f"no impressions for ds={ds} under {layout.raw('impressions', ds)}")
+    imp_paths = _paths(files, "impressions", day)
+    if not any(_in_period(f.hour, ds) for f in files if f.hour.event == "impressions"):
+        raise FileNotFoundError(f"no impressions for {ds} under {layout.raw('impressions', day)}")
     spark = spark_session(cfg)
 
     imps = _parsed_impressions(spark, cfg, imp_paths, ds)
     valid = _persist(_mark_later_copies(imps.where(F.col("reason").isNull())))
     clean = valid.where(F.col("reason").isNull())
+    own_imps, own_valid = imps.where("in_period"), valid.where("in_period")
     clicks = _parsed_clicks(spark, _paths(files, "clicks"))
-    rows = _persist(_sampled_rows(cfg, _labelled(clean, clicks, cfg.join.attribution_window_hours)))
+    labelled = _labelled(clean, clicks, cfg.join.attribution_window_hours)
+    rows = _persist(_sampled_rows(cfg, labelled).where("in_period").drop("in_period"))
     joined, eval_sample, labelled_log = _outputs(cfg, rows)
-    arrived = _arrived_clicks(spark, ds, clicks, clean, _paths(files, "impressions", shift_ds(ds, -1)))
-    quarantine = _quarantine(imps.where(F.col("reason").isNotNull()), "impression", F.col("reason"))
+    arrived = _arrived_clicks(spark, ds, clicks, clean, _paths(files, "impressions", shift_ds(day, -1)))
+    quarantine = _quarantine(own_imps.where(F.col("reason").isNotNull()), "impression", F.col("reason"))
     quarantine = quarantine.unionByName(
-        _quarantine(valid.where(F.col("reason").isNotNull()), "impression", F.col("reason"))
+        _quarantine(own_valid.where(F.col("reason").isNotNull()), "impression", F.col("reason"))
     ).unionByName(_quarantine(arrived.where(F.col("reason").isNotNull()), "click", F.col("reason")))
 
     # the quarantine and the labelled log first: the counts read them back from the files written
     held = _write_quarantine(layout, ds, quarantine, unreadable)
     _write_partition(layout.labelled(ds), labelled_log, partitions=2)
-    counts = _counts(spark, layout, ds, imps=imps, valid=valid, rows=rows, arrived=arrived)
+    counts = _counts(spark, layout, ds, imps=own_imps, valid=own_valid, rows=rows, arrived=arrived)
     _write_partition(layout.eval_sample(ds), eval_sample, partitions=2)
     stats = _stats(ds, cfg, layout, checksum=_checksum(joined), seconds=time.time() - started, **counts)
     stats.update(unreadable_files=held, unreadable_lines=_unreadable_lines(unreadable, ds))
@@ -129,23 +139,36 @@ def _paths(files: list[RawFile], event: str, ds: str | None = None) -> list[str]
     return [str(f.path) for f in files if f.hour.event == event and ds in (None, f.hour.ds)]
 
 
+def _in_period(hour: RawHour, ds: str) -> bool:
+    """Whether a raw hour partition lies in the day or the hour ``ds``."""
+    return hour.ds == period_day(ds) and (not is_hour(ds) or hour.hour == period_bounds(ds)[0].hour)
+
+
+def _period_files(ds: str) -> str:
+    """What the path of every raw file of the day or the hour ``ds`` holds (Spark's ``input_file_name``)."""
+    start = period_bounds(ds)[0]
+    return f"/dt={period_day(ds)}/hour={start.hour:02d}/" if is_hour(ds) else f"/dt={ds}/"
+
+
 def _unreadable_lines(unreadable: list[RawFile], ds: str) -> dict[str, int]:
     """Complete lines the unreadable files accounted on ds gave before their error: its impressions, its clicks."""
     return {
-        event: sum(f.lines for f in unreadable if f.hour.event == event and f.hour.ds == ds)
+        event: sum(f.lines for f in unreadable if f.hour.event == event and _in_period(f.hour, ds))
         for event in ("impressions", "clicks")
     }
 
 
 def _parsed_impressions(spark: SparkSession, cfg: PctrConfig, imp_paths: list[str], ds: str) -> DataFrame:
-    """Every impression line of ds, with ``reason`` set where it is malformed, incomplete or out of range (cached)."""
+    """Every impression line of ``imp_paths``, with ``reason`` set where it is malformed, incomplete or out of
+    range (outside the day), and ``in_period``: whether its file lies in the day or the hour ds (cached)."""
     from pyspark.sql import functions as F
 
-    start, end = day_bounds(ds)
+    start, end = day_bounds(period_day(ds))
     imps = (
         read_raw_events(spark, imp_paths, IMPRESSION_FIELDS)
         .withColumn("ts_parsed", F.to_timestamp("ts"))
         .withColumn("line_no", F.monotonically_increasing_id())
+        .withColumn("in_period", F.col("source_file").contains(_period_files(ds)))
     )
     missing_required = ~all_of([F.col(c).isNotNull() for c in REQUIRED_IMPRESSION]) | F.col("ts_parsed").isNull()
     out_of_range = (
@@ -205,7 +228,8 @@ def _labelled(clean: DataFrame, clicks: DataFrame, window_h: int) -> DataFrame:
 
 
 def _sampled_rows(cfg: PctrConfig, labelled: DataFrame) -> DataFrame:
-    """The ``ROW_COLUMNS`` of every labelled impression, with ``kept`` (downsampling) and ``in_eval`` flags."""
+    """The ``ROW_COLUMNS`` of every labelled impression, with ``kept`` (downsampling), ``in_eval`` and ``in_period``
+    flags."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -222,6 +246,7 @@ def _sampled_rows(cfg: PctrConfig, labelled: DataFrame) -> DataFrame:
         *[computed.get(c, c) for c in ROW_COLUMNS],
         ((F.col("label") == 1) | (_hash_fraction("impression_id", "neg") < cfg.join.neg_rate)).alias("kept"),
         (_hash_fraction("impression_id", "eval") < cfg.join.eval_sample_rate).alias("in_eval"),
+        "in_period",
     )
 
 
@@ -242,14 +267,16 @@ def _outputs(cfg: PctrConfig, rows: DataFrame) -> tuple[DataFrame, DataFrame, Da
 def _arrived_clicks(
     spark: SparkSession, ds: str, clicks: DataFrame, clean: DataFrame, previous_imp_paths: list[str]
 ) -> DataFrame:
-    """The clicks that arrived on ds, ``reason`` also set on orphans and later copies (cached): their accounting.
+    """The clicks that arrived on ds (the day or the hour), ``reason`` also set on orphans and later copies
+    (cached): their accounting.
 
-    Orphans match no impression of ds or of ds-1 (``previous_imp_paths``).
+    Orphans match no impression of ds's day (``clean``: up to the end of ds) or of the day before
+    (``previous_imp_paths``).
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    arrived = clicks.where(F.col("source_file").contains(f"/dt={ds}/"))
+    arrived = clicks.where(F.col("source_file").contains(_period_files(ds)))
     known_ids = clean.select("impression_id")
     if previous_imp_paths:
         prev_ids = spark.read.text(previous_imp_paths).select(

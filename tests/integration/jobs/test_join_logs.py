@@ -125,6 +125,33 @@ def test_a_day_whose_last_click_hour_is_not_complete_cannot_be_closed(joined) ->
     assert str(err.value) == f"ds={DS} cannot be closed yet: clicks dt={NEXT}/hour=05 not complete"
 
 
+HOUR = f"{DS}T13"
+
+
+def test_an_hour_closes_with_the_rows_the_day_gives_it_and_its_own_accounting(joined) -> None:
+    """pctr_hourly's join: the same code on one hour gives exactly the daily join's rows of that hour (labels,
+    downsampling, the day's earlier exposures), and accounts for the hour's own records."""
+    cfg, _, day_stats, _, _ = joined
+    layout = Layout(cfg.home)
+    stats = join_logs.run(cfg, HOUR)
+    assert stats["reconciled"] is True and stats["ds"] == HOUR
+    assert stats["output_path"] == str(layout.joined(HOUR) / "data") != day_stats["output_path"]
+    for output in ("output_path", "eval_sample_path", "labelled_path"):
+        hour_rows = pd.read_parquet(stats[output]).sort_values("impression_id", ignore_index=True)
+        day_rows = pd.read_parquet(day_stats[output])
+        in_hour = day_rows[day_rows["impression_id"].isin(hour_rows["impression_id"])]
+        assert 0 < len(hour_rows) < len(day_rows)
+        pd.testing.assert_frame_equal(hour_rows, in_hour.sort_values("impression_id", ignore_index=True))
+    quarantined = {
+        key: set(map(tuple, pd.read_parquet(layout.quarantine(key) / "data", columns=["reason", "raw"]).to_numpy()))
+        for key in (DS, HOUR)
+    }
+    assert quarantined[HOUR] and quarantined[HOUR] <= quarantined[DS]  # each rejected for the day's reason
+    # the day's clean impressions whose raw file is the hour's are exactly the hour's
+    assert stats["clean_impressions"] == stats["labelled_rows"] == stats["output_rows"] + stats["downsampled_negatives"]
+    assert join_logs.run(cfg, HOUR)["checksum"] == stats["checksum"]
+
+
 TORN_HOUR = 7
 
 

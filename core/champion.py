@@ -24,7 +24,14 @@ HISTORY_TAG = "champion_history"
 @dataclass(frozen=True)
 class Champion:
     version: str
-    ds: str  # the day the version's run closed: its training data ends the day before
+    ds: str  # the day (or the hour, for an hourly refresh) the version's run closed
+    base_ds: str  # the day of the daily run it descends from (its own for a daily version)
+
+    @property
+    def recency(self) -> tuple[str, str]:
+        """What orders versions in time: the daily run they descend from, then their own run (days sort before
+        the hours after them). A daily run that closes a later day is newer than every refresh of an earlier one."""
+        return self.base_ds, self.ds
 
 
 def champion(client: Any, name: str) -> Champion | None:
@@ -35,7 +42,8 @@ def champion(client: Any, name: str) -> Champion | None:
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
-    return Champion(str(version.version), version.tags.get("ds", ""))
+    ds = version.tags.get("ds", "")
+    return Champion(str(version.version), ds, version.tags.get("base_ds", ds))
 
 
 def history(client: Any, name: str) -> list[str]:

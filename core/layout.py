@@ -38,8 +38,10 @@ def parse_hour(key: str) -> dt.datetime:
     """Parse a ``YYYY-MM-DDTHH`` hour key (UTC), with a clear error for anything else."""
     try:
         parsed = dt.datetime.strptime(key, HOUR_KEY_FORMAT)
-    except ValueError as err:
-        raise ValueError(f"an hour must be YYYY-MM-DDTHH, got {key!r}") from err
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.strftime(HOUR_KEY_FORMAT) != key:  # strptime also takes "T5"
+        raise ValueError(f"an hour must be YYYY-MM-DDTHH, got {key!r}")
     return parsed.replace(tzinfo=dt.UTC)
 
 

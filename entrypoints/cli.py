@@ -1,8 +1,8 @@
-"""``pctr``: one command per pipeline stage, plus simulate, run-day, backfill, serve, promote and rollback.
+"""``pctr``: one command per pipeline stage, plus simulate, run-day, run-hour, backfill, serve, promote and rollback.
 
-Stage commands take ``--ds YYYY-MM-DD``; with ``--json`` the last stdout line is the stage summary
-as one JSON object (the same object the stage writes as ``_stats.json``). A failing stage prints one
-line naming the reason on stderr and exits non-zero.
+Stage commands take ``--ds YYYY-MM-DD`` (those of the hourly refresh also an hour, ``YYYY-MM-DDTHH``); with
+``--json`` the last stdout line is the stage summary as one JSON object (the same object the stage writes as
+``_stats.json``). A failing stage prints one line naming the reason on stderr and exits non-zero.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from core.config import load_config
-from core.layout import parse_ds
+from core.layout import parse_ds, parse_hour
 from core.raw_logs import IncompleteLogsError, UnreadableRawFileError
 from entrypoints.local_runner import run_day
-from jobs.pipeline import DAILY_STAGES, STAGES_BY_NAME, run_stage
+from jobs.pipeline import DAILY_STAGES, HOURLY_STAGES, STAGES_BY_NAME, run_stage
 
 EXPECTED_ERRORS = (
     ConnectionError, FileNotFoundError, LookupError, ValueError, IncompleteLogsError, UnreadableRawFileError,
@@ -32,6 +32,19 @@ def _ds(value: str) -> str:
         return parse_ds(value).isoformat()
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _hour(value: str) -> str:
+    try:
+        parse_hour(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    return value
+
+
+def _ds_or_hour(value: str) -> str:
+    """A day, or an hour for the stages that the hourly refresh runs too."""
+    return _hour(value) if "T" in value else _ds(value)
 
 
 def _emit(result: dict[str, Any], as_json: bool) -> None:
@@ -138,17 +151,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faults", type=float, default=0.0, help="fraction of faulty records to inject")
     p.add_argument("--until-hour", type=int, default=None, help="write the last day only through this hour (0-23)")
 
-    for stage in DAILY_STAGES:
+    hourly = {stage.name for stage in HOURLY_STAGES}
+    for stage in STAGES_BY_NAME.values():
         if stage.module == "jobs.validate":
             continue
-        add(stage.command, _cmd_stage(stage.name), stage.help).add_argument("--ds", type=_ds, required=True)
+        period = _ds_or_hour if stage.name in hourly else _ds
+        add(stage.command, _cmd_stage(stage.name), stage.help).add_argument(
+            "--ds",
+            type=period,
+            required=True,
+            help="YYYY-MM-DD" + (" or an hour, YYYY-MM-DDTHH" if period is _ds_or_hour else ""),
+        )
     p = add("validate", _cmd_validate, "Great Expectations gate on raw or joined data of ds")
     p.add_argument("--ds", type=_ds, required=True)
     p.add_argument("--stage", choices=("raw", "joined"), required=True)
 
     p = add("run-day", _cmd_run_day, "run the whole daily pipeline for DS locally (no Airflow)")
     p.add_argument("ds", type=_ds)
-    p.add_argument("--until", choices=list(STAGES_BY_NAME), help="stop after this stage")
+    p.add_argument("--until", choices=[stage.name for stage in DAILY_STAGES], help="stop after this stage")
+
+    p = add("run-hour", _cmd_run_day, "run the hourly refresh of the live ranker on HOUR's data locally (no Airflow)")
+    p.add_argument("ds", metavar="hour", type=_hour, help="YYYY-MM-DDTHH: the newest hour whose window has closed")
+    p.add_argument("--until", choices=[stage.name for stage in HOURLY_STAGES], help="stop after this stage")
 
     p = add("backfill", _cmd_backfill, "have Airflow's scheduler run pctr_daily again for the days FIRST..LAST")
     p.add_argument("first", type=_ds)

@@ -12,7 +12,7 @@ import numpy as np
 
 from core.config import PctrConfig
 from core.io import Stats, read_json, write_stats
-from core.layout import Layout, calibrator_path, evaluation_dir, ranker_dir
+from core.layout import Layout, calibrator_path, evaluation_dir, period_bounds, period_day, ranker_dir
 from jobs.training_set import load_split
 from models.features import stat_name
 
@@ -33,7 +33,7 @@ def _oracle(layout: Layout, ds: str, holdout: Any) -> np.ndarray | None:
     """The simulator's true click probabilities for the holdout rows (None on real data)."""
     import pandas as pd
 
-    truth_dir = layout.truth(ds)
+    truth_dir = layout.truth(period_day(ds))
     if not truth_dir.exists():
         return None
     truth = pd.read_parquet(truth_dir, columns=["impression_id", "p_click"]).drop_duplicates("impression_id")
@@ -55,9 +55,11 @@ def _champion_predictions(layout: Layout, ds: str, holdout: Any) -> tuple[str, n
     if bundle is None:
         return "no champion yet", None
     manifest = read_manifest(bundle)
-    newest = max(day for split, days in manifest["data_dates"].items() if split != "holdout" for day in days)
-    if newest >= ds:
-        return f"champion {manifest['version']} trained on data up to {newest}, not before the holdout day {ds}", None
+    # days and hours compare by their ends: a daily champion saw every hour of its calibration day
+    seen = [key for split, keys in manifest["data_dates"].items() if split != "holdout" for key in keys]
+    newest = max(seen, key=lambda key: period_bounds(key)[1])
+    if period_bounds(newest)[1] > period_bounds(ds)[0]:
+        return f"champion {manifest['version']} trained on data up to {newest}, not before the holdout {ds}", None
     predictor = Predictor.load(bundle / "ranker", bundle / "calibrator.json")
     return manifest["version"], predictor.predict(holdout)
 

@@ -1,4 +1,5 @@
-"""The daily pipeline as an ordered list of stages: one definition for the CLI, the local runner and the DAG.
+"""The daily and hourly pipelines as ordered lists of stages: one definition for the CLI, the local runner and
+the DAGs. A stage that both run is one module: ``run(cfg, ds)`` takes a day, or an hour ``YYYY-MM-DDTHH``.
 
 This module must stay cheap to import (the Airflow DAG file imports it): stage modules are imported
 only when a stage runs.
@@ -19,6 +20,7 @@ class Stage:
     """One step of the daily run: ``module.run(cfg, ds, **kwargs) -> Stats``; ``after`` names its inputs.
 
     ``spark``: the stage opens a Spark session (the local runner keeps it for a next stage that does too).
+    ``asset``: the name of the Airflow asset its task produces (``dags.wiring``).
     ``sensor``: the stage waits for a condition: in the DAG a sensor calls ``module.poke(cfg, ds) -> bool``
     until it holds; the local runner and the CLI call ``run``, which raises if it does not hold yet.
     """
@@ -30,11 +32,17 @@ class Stage:
     help: str = ""
     spark: bool = False
     sensor: bool = False
+    # an Airflow asset the stage's task updates when it succeeds (DAGs downstream are scheduled on it)
+    asset: str | None = None
 
     @property
     def command(self) -> str:
         return self.name.replace("_", "-")
 
+
+# Airflow assets (data-aware scheduling): a day closed by the join, a serving bundle published
+JOINED_DAY = "pctr_joined_day"
+BUNDLE = "pctr_bundle"
 
 DAILY_STAGES: tuple[Stage, ...] = (
     Stage(
@@ -52,7 +60,12 @@ DAILY_STAGES: tuple[Stage, ...] = (
         spark=True,
     ),
     Stage(
-        "join_logs", "jobs.join_logs", ("validate_raw",), help="Spark join, quarantine, label, downsample", spark=True
+        "join_logs",
+        "jobs.join_logs",
+        ("validate_raw",),
+        help="Spark join, quarantine, label, downsample",
+        spark=True,
+        asset=JOINED_DAY,
     ),
     Stage(
         "validate_joined", "jobs.validate", ("join_logs",), {"stage": "joined"}, "gate on the joined rows", spark=True
@@ -65,9 +78,25 @@ DAILY_STAGES: tuple[Stage, ...] = (
     Stage("evaluate", "jobs.evaluate", ("calibrate",), help="holdout metrics, oracle, champion comparison"),
     Stage("train_retrieval", "jobs.train_retrieval", ("training_set",), help="two-tower model and FAISS index"),
     Stage("register", "jobs.register", ("evaluate", "train_retrieval"), help="MLflow run, model version, alias"),
-    Stage("publish", "jobs.publish", ("register",), help="serving bundle and atomic CURRENT flip"),
+    Stage("publish", "jobs.publish", ("register",), help="serving bundle and atomic CURRENT flip", asset=BUNDLE),
 )
-STAGES_BY_NAME = {s.name: s for s in DAILY_STAGES}
+# The hourly refresh of the live ranker (jobs.train_hourly): no data gates, features or retrieval of its own.
+HOURLY_STAGES: tuple[Stage, ...] = (
+    Stage(
+        "wait_for_logs",
+        "jobs.wait_for_logs",
+        help="wait until every raw hour that the hour needs is complete (its clicks arrive until its window ends)",
+        sensor=True,
+    ),
+    Stage("join_logs", "jobs.join_logs", ("wait_for_logs",), help="Spark join of the hour", spark=True),
+    Stage("training_set", "jobs.training_set", ("join_logs",), help="point-in-time splits of the newest hours"),
+    Stage("train_hourly", "jobs.train_hourly", ("training_set",), help="the live ranker trained on (horovodrun)"),
+    Stage("calibrate", "jobs.calibrate", ("train_hourly",), help="calibrator refitted on the hour before"),
+    Stage("evaluate", "jobs.evaluate", ("calibrate",), help="holdout hour metrics and the daily run's gate"),
+    Stage("register", "jobs.register", ("evaluate",), help="MLflow run and version (cadence=hourly), alias"),
+    Stage("publish", "jobs.publish", ("register",), help="serving bundle and atomic CURRENT flip", asset=BUNDLE),
+)
+STAGES_BY_NAME = {s.name: s for s in (*HOURLY_STAGES, *DAILY_STAGES)}  # a shared stage: the daily one
 
 
 def run_stage(cfg: PctrConfig, name: str, ds: str, keep_spark: bool = False) -> Stats:

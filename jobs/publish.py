@@ -1,5 +1,8 @@
 """Publish stage: assemble a versioned serving bundle and, if register promoted the model, flip CURRENT to it.
 
+The bundle of an hourly refresh (``<hour>-v<version>``) holds its ranker and calibrator and the retrieval
+towers, index and ads table of the daily run it descends from.
+
 A retry rewrites the same bundle (``<ds>-v<model version>``, the version a retried register reuses).
 """
 
@@ -15,7 +18,8 @@ from core.config import PctrConfig
 from core.io import Stats, read_json, staged_dir, write_json_atomic, write_stats
 from core.layout import Layout, calibrator_path, ranker_dir, retrieval_dir
 from jobs.evaluate import load_evaluation
-from jobs.training_set import split_days
+from jobs.train_hourly import base_run
+from jobs.training_set import training_set_sources
 from models.features import RANKER_SERVICE
 
 
@@ -27,13 +31,15 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     evaluation = load_evaluation(cfg, ds)
     version = f"{ds}-v{registered['model_version']}"
     bundle = layout.bundles / version
+    # an hourly refresh serves the retrieval of the daily run it descends from
+    retrieval = retrieval_dir(cfg, base_run(cfg, ds)["base_ds"])
     with staged_dir(bundle) as scratch:
         shutil.copytree(ranker_dir(cfg, ds) / "saved_model", scratch / "ranker")
         shutil.copy2(calibrator_path(cfg, ds), scratch / "calibrator.json")
         for tower in ("user_tower", "ad_tower"):
-            shutil.copytree(retrieval_dir(cfg, ds) / tower, scratch / tower)
+            shutil.copytree(retrieval / tower, scratch / tower)
         for name in ("faiss.index", "ads.parquet"):
-            shutil.copy2(retrieval_dir(cfg, ds) / name, scratch / name)
+            shutil.copy2(retrieval / name, scratch / name)
         manifest = {
             "version": version,
             "ds": ds,
@@ -46,7 +52,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
             "tf_serving_version": int(registered["model_version"]),
             "mlflow_run_id": registered["run_id"],
             "feature_service": RANKER_SERVICE,
-            "data_dates": {split: days for split, (_, days) in split_days(cfg, ds).items()},
+            "data_dates": {split: list(days) for split, days in training_set_sources(cfg, ds).items()},
             "metrics": evaluation["metrics"],
             "checksums": file_checksums(scratch),
         }

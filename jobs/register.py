@@ -1,5 +1,9 @@
-"""Registry stage: one MLflow run per (daily run, trained model) with its lineage, a model version, and
-the ``champion`` alias moved if the gate passed and the model's day is not older than the live one's.
+"""Registry stage: one MLflow run per (daily or hourly run, trained model) with its lineage, a model version,
+and the ``champion`` alias moved if the gate passed and the model is not older than the live one
+(``core.champion.Champion.recency``: the daily run it descends from, then its own day or hour).
+
+Runs and versions carry ``cadence`` (``daily`` or ``hourly``); an hourly refresh also the daily version it
+descends from (``daily_version``) and the version it was warm-started from.
 
 A retried ``register`` finds its run by the day and the model's fingerprint and reuses the run and its
 model version instead of logging another. A backfilled (older) day is registered but not promoted:
@@ -13,7 +17,7 @@ import json
 import time
 from typing import Any
 
-from core.champion import champion, crown
+from core.champion import Champion, champion, crown
 from core.config import PctrConfig
 from core.io import Stats, read_json, sha256_file, write_stats
 from core.layout import (
@@ -28,7 +32,8 @@ from core.layout import (
 from core.tracking import code_version, mlflow_client, tracking_uri
 from jobs.evaluate import load_evaluation
 from jobs.train import trained_config
-from jobs.training_set import split_days
+from jobs.train_hourly import base_run
+from jobs.training_set import training_set_sources
 from models.features import RANKER_SERVICE
 
 RUN_KEY_TAG = "pctr_run_key"
@@ -43,8 +48,9 @@ def lineage(cfg: PctrConfig, ds: str) -> dict[str, str]:
     """What the model was made from: the code, the configuration it was trained with, the data and its features."""
     layout = Layout(cfg.home)
     cfg = trained_config(cfg, ds)
-    days = sorted({day for kind, days in split_days(cfg, ds).values() if kind == "joined" for day in days})
-    checksums = {day: read_json(layout.joined(day) / "_stats.json")["checksum"] for day in days}
+    sources = training_set_sources(cfg, ds)
+    partitions = sorted({source for split in ("train", "validation") for source in sources[split].values()})
+    checksums = {key: read_json(layout.joined(key) / "_stats.json")["checksum"] for key in partitions}
     splits = read_json(layout.training_set(ds) / "_stats.json")["splits"]
     config = cfg.model_dump_json(exclude={"home"})
     return {
@@ -80,7 +86,7 @@ def _log_run(cfg: PctrConfig, ds: str, evaluation: Stats, tags: dict[str, str], 
     from models.features import MODEL_FEATURES
     from models.pyfunc import RankerPyfunc
 
-    retrieval = read_json(retrieval_dir(cfg, ds) / "_stats.json")
+    retrieval = read_json(retrieval_dir(cfg, base_run(cfg, ds)["base_ds"]) / "_stats.json")
     training = read_json(ranker_dir(cfg, ds) / "_stats.json")
     metrics = {k: v for k, v in evaluation["metrics"].items() if v is not None}
     metrics.update(
@@ -92,7 +98,7 @@ def _log_run(cfg: PctrConfig, ds: str, evaluation: Stats, tags: dict[str, str], 
     )
     trained_with = trained_config(cfg, ds)
     setting = training["setting"]
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"daily-{ds}") as active:
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"{tags['cadence']}-{ds}") as active:
         mlflow.set_tags({**tags, **{f"setting.{key}": str(setting[key]) for key in ("searched", "searched_on")}})
         mlflow.log_params(
             {**_flat("train", trained_with.train.model_dump()), **_flat("join", trained_with.join.model_dump())}
@@ -131,15 +137,15 @@ def _log_trials(parent_run_id: str, search: dict[str, Any] | None) -> None:
             mlflow.log_metrics({key: value for key, value in trial.items() if key not in setting})
 
 
-def promotion(evaluation: Stats, live: Any, ds: str, version: str) -> tuple[bool, str]:
+def promotion(evaluation: Stats, live: Champion | None, candidate: Champion) -> tuple[bool, str]:
     """Whether this version becomes champion, and why (or why not)."""
     if not evaluation["promote"]:
         return False, f"refused by the gate: {evaluation['gate_reason']}"
-    # a rerun of the live model's own day may replace it (the gate compared them); an older day may not
-    if live is not None and live.version != version and live.ds > ds:
+    # a rerun of the live model's own run may replace it (the gate compared them); an older one may not
+    if live is not None and live.version != candidate.version and live.recency > candidate.recency:
         return False, (
-            f"registered only: champion {live.version} closed {live.ds}, after {ds}; "
-            f"`pctr promote {version}` makes this version live"
+            f"registered only: champion {live.version} closed {live.ds}, after {candidate.ds}; "
+            f"`pctr promote {candidate.version}` makes this version live"
         )
     return True, f"promoted: {evaluation['gate_reason']}"
 
@@ -149,20 +155,25 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     started = time.time()
     client = mlflow_client(cfg)
     evaluation = load_evaluation(cfg, ds)
-    run_key = f"daily/{ds}"
+    base = base_run(cfg, ds)
+    run_key = f"{base['cadence']}/{ds}"
     fingerprint = sha256_file(ranker_dir(cfg, ds) / RANKER_WEIGHTS)
     run_id, version = _logged_run(client, run_key, fingerprint) or (None, None)
     if version is None:
         tags = {
             "ds": ds,
+            **{key: str(value) for key, value in base.items() if value is not None},
             RUN_KEY_TAG: run_key,
             FINGERPRINT_TAG: fingerprint,
             "gate_reason": evaluation["gate_reason"],
             **{f"lineage.{k}": v for k, v in lineage(cfg, ds).items()},
         }
         run_id, version = _log_run(cfg, ds, evaluation, tags, run_id)
-    client.set_model_version_tag(cfg.model_name, version, "ds", ds)
-    promoted, reason = promotion(evaluation, champion(client, cfg.model_name), ds, version)
+    for key, value in {"ds": ds, **base}.items():
+        if value is not None:
+            client.set_model_version_tag(cfg.model_name, version, key, str(value))
+    candidate = Champion(version, ds, base["base_ds"])
+    promoted, reason = promotion(evaluation, champion(client, cfg.model_name), candidate)
     client.set_model_version_tag(cfg.model_name, version, "promotion", reason)
     client.set_tag(run_id, "promotion", reason)
     if promoted:
@@ -175,6 +186,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         "model_name": cfg.model_name,
         "model_version": version,
         "model_uri": f"models:/{cfg.model_name}/{version}",
+        "cadence": base["cadence"],
         "promoted": promoted,
         "promotion": reason,
         "champion_version": live.version if live else None,

@@ -86,7 +86,12 @@ def baseline_command(config_path: Path, ds: str, feature_stats: Path | None) -> 
     return [sys.executable, "-m", "jobs.fit_baseline", "--config", str(config_path), "--ds", ds, *stats_args]
 
 
-def _run_checked(command: list[str], log_path: Path, env: dict[str, str]) -> None:
+def training_env() -> dict[str, str]:
+    """The environment of the training processes: unbuffered output (the epoch lines are echoed as they come)."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+
+
+def run_checked(command: list[str], log_path: Path, env: dict[str, str]) -> None:
     """``_run_logged``, raising with the log's last lines when ``command`` fails."""
     returncode = _run_logged(command, log_path, env)
     if returncode != 0:
@@ -142,10 +147,10 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
 
     feature_stats = warm_start[2] if warm_start else None
     command = horovod_command(cfg, config_path, ds, warm_start[1:] if warm_start else None, search=searching)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    env = training_env()
     with PeakMemory() as memory:
-        _run_checked(baseline_command(config_path, ds, feature_stats), out / "baseline.log", env)
-        _run_checked(command, out / "train.log", env)
+        run_checked(baseline_command(config_path, ds, feature_stats), out / "baseline.log", env)
+        run_checked(command, out / "train.log", env)
     result = read_json(out / "result.json")
     baseline = read_json(out / BASELINE_FIT)
     setting = _setting(cfg, ds, result, baseline, recorded if not searching else None)

@@ -5,6 +5,11 @@ Temporal splits (nothing from a later slice is ever used to fit an earlier stage
 - validation:  joined rows of ds-1 (early stopping)
 - calibration: un-downsampled eval sample of ds-1 (fits the calibrator)
 - holdout:     un-downsampled eval sample of ds (all reported metrics)
+The hourly refresh of the hour H (``pctr_hourly``, ds = ``YYYY-MM-DDTHH``) splits hours the same way:
+train on the ``hourly.train_hours`` hours ending H-2, validate and calibrate on H-1, hold out H. An hour's
+rows are its hourly partition's or, once its day is closed, the daily partition's rows of that hour (the
+same rows: ``jobs.join_logs``).
+
 Each impression at time t gets the batch features with event time <= t from Feast
 (``get_historical_features`` with the ``ranker_v1`` service): those of the newest day whose features
 existed at t (``core.layout.feature_event_time``), the day before in most hours, two days before in the
@@ -20,7 +25,7 @@ from typing import TYPE_CHECKING
 from core.catalog import latest_catalog
 from core.config import PctrConfig
 from core.io import Stats, read_json, staged_dir, write_json_atomic, write_stats
-from core.layout import FEATURE_STATS, Layout, shift_ds
+from core.layout import FEATURE_STATS, Layout, is_hour, period_bounds, period_day, shift_ds, shift_hour
 from feature_repo.store import feature_store
 from models.features import (
     BY_NAME,
@@ -44,7 +49,14 @@ MIN_ROW_GROUPS = 8
 
 
 def split_days(cfg: PctrConfig, ds: str) -> dict[str, tuple[str, list[str]]]:
-    """Split name -> (source kind, days)."""
+    """Split name -> (source kind, days), or hours for an hourly run."""
+    if is_hour(ds):
+        return {
+            "train": ("joined", [shift_hour(ds, -h) for h in range(cfg.hourly.train_hours + 1, 1, -1)]),
+            "validation": ("joined", [shift_hour(ds, -1)]),
+            "calibration": ("eval_sample", [shift_hour(ds, -1)]),
+            "holdout": ("eval_sample", [ds]),
+        }
     history = cfg.train.history_days
     return {
         "train": ("joined", [shift_ds(ds, -d) for d in range(history + 1, 1, -1)]),
@@ -54,20 +66,40 @@ def split_days(cfg: PctrConfig, ds: str) -> dict[str, tuple[str, list[str]]]:
     }
 
 
-def entity_rows(layout: Layout, kind: str, days: list[str]) -> pd.DataFrame:
-    """The split's rows as Feast's entity_df: labels, request features, the ad's category and the event time.
+def source_partition(layout: Layout, kind: str, period: str) -> str | None:
+    """The partition that holds a day's or an hour's rows of ``kind`` (``joined`` or ``eval_sample``): its own,
+    or for an hour without one, its closed day's; None when neither exists."""
+    partition = layout.joined if kind == "joined" else layout.eval_sample
+    candidates = [period, period_day(period)] if is_hour(period) else [period]
+    return next((key for key in candidates if (partition(key) / "data").exists()), None)
 
-    The category key of a row is its ad's category in the catalog as of the row's day, the catalog
-    its (user, category) statistics were counted with.
-    """
+
+def _period_rows(layout: Layout, kind: str, period: str, source: str) -> pd.DataFrame:
     import pandas as pd
 
     partition = layout.joined if kind == "joined" else layout.eval_sample
-    present = [d for d in days if (partition(d) / "data").exists()]
+    rows = pd.read_parquet(partition(source) / "data")
+    if source != period:  # an hour's rows from its day's partition
+        start, end = (pd.Timestamp(t) for t in period_bounds(period))
+        rows = rows[(rows["ts"] >= start) & (rows["ts"] < end)]
+    return _with_category(layout, rows, period_day(period))
+
+
+def entity_rows(layout: Layout, kind: str, days: list[str]) -> pd.DataFrame:
+    """The split's rows as Feast's entity_df: labels, request features, the ad's category and the event time.
+
+    ``days`` are days, or hours (``source_partition``); those without a partition are left out. The
+    category key of a row is its ad's category in the catalog as of the row's day, the catalog its
+    (user, category) statistics were counted with.
+    """
+    import pandas as pd
+
+    sources = {d: source_partition(layout, kind, d) for d in days}
+    present = [d for d in days if sources[d] is not None]
     if not present:
-        raise FileNotFoundError(f"no {kind} partitions for {days}: run join-logs for those days first")
+        raise FileNotFoundError(f"no {kind} partitions for {days}: run join-logs for them first")
     columns = [f.name for f in request_features()]  # the join writes request features under their spec names
-    frames = [_with_category(layout, pd.read_parquet(partition(d) / "data"), d) for d in present]
+    frames = [_period_rows(layout, kind, d, sources[d]) for d in present]
     rows = pd.concat(frames, ignore_index=True)
     if "neg_rate" not in rows:  # eval samples are not downsampled
         rows["neg_rate"] = 1.0
@@ -99,6 +131,11 @@ def write_split(df: pd.DataFrame, directory: Path, shuffle_seed: int | None) -> 
     rows_per_group = max(1, min(ROW_GROUP_ROWS, -(-len(df) // MIN_ROW_GROUPS)))
     table = pa.Table.from_pandas(df, preserve_index=False)
     pq.write_table(table, directory / "part-000.parquet", row_group_size=rows_per_group)
+
+
+def training_set_sources(cfg: PctrConfig, ds: str) -> dict[str, dict[str, str]]:
+    """Split -> the days (or hours) of its rows -> the partition each came from, as the run's training set recorded."""
+    return read_json(Layout(cfg.home).training_set(ds) / "_stats.json")["sources"]
 
 
 def split_files(cfg: PctrConfig, ds: str, split: str) -> list[Path]:
@@ -140,23 +177,28 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     store = feature_store(cfg, apply=True)
     service = store.get_feature_service(RANKER_SERVICE)
     counts: dict[str, dict[str, float]] = {}
+    sources: dict[str, dict[str, str]] = {}
     with staged_dir(layout.training_set(ds)) as scratch:
         for split, (kind, days) in split_days(cfg, ds).items():
             entity_df = entity_rows(layout, kind, days)
+            found = {d: source_partition(layout, kind, d) for d in days}
+            sources[split] = {d: source for d, source in found.items() if source is not None}
             df = store.get_historical_features(entity_df=entity_df, features=service).to_df()
             df = df.sort_values(["ts", "impression_id"], kind="stable").reset_index(drop=True)
             if len(df) != len(entity_df):
                 raise RuntimeError(f"{split}: Feast returned {len(df)} rows for {len(entity_df)} entity rows")
             shuffle_seed = cfg.train.seed if split == "train" else None
             write_split(df.drop(columns=["event_timestamp"]), scratch / split, shuffle_seed)
-            if split == "train":
+            if split == "train" and not is_hour(ds):  # an hourly refresh keeps its live model's statistics
                 write_json_atomic(scratch / FEATURE_STATS, _feature_stats(cfg, df))
-            counts[split] = {"rows": len(df), "positives": int(df["label"].sum()), "days": len(days)}
+            counts[split] = {"rows": len(df), "positives": int(df["label"].sum()), "days": len(sources[split])}
     stats: Stats = {
         "stage": "training_set",
         "ds": ds,
         "feature_service": RANKER_SERVICE,
         "splits": counts,
+        # split -> the day or hour of its rows -> the partition they came from (itself, or an hour's day)
+        "sources": sources,
         "output_path": str(layout.training_set(ds)),
         "seconds": round(time.time() - started, 2),
     }

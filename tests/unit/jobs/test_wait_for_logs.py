@@ -38,6 +38,17 @@ def test_a_day_needs_its_impressions_and_its_clicks_to_the_end_of_the_attributio
     assert wait_for_logs.needed_hours(cfg, DS) == day_hours("impressions", BEFORE) + needed
 
 
+def test_an_hour_needs_its_days_impressions_up_to_it_and_its_clicks_to_the_end_of_its_window(tmp_path: Path) -> None:
+    cfg = load_config(home=tmp_path)
+    needed = wait_for_logs.needed_hours(cfg, f"{DS}T21")
+    assert [h for h in needed if h.event == "impressions"] == day_hours("impressions", DS, through_hour=21)
+    # an impression at 21:59 may be clicked until 03:59
+    assert [h for h in needed if h.event == "clicks"] == _clicks(DS, range(21, 24)) + _clicks(AFTER, range(4))
+    assert wait_for_logs.needed_hours(cfg, f"{DS}T00")[:2] == [RawHour("impressions", DS, 0), RawHour("clicks", DS, 0)]
+    with pytest.raises(ValueError, match="YYYY-MM-DDTHH"):
+        wait_for_logs.needed_hours(cfg, f"{DS}T5")
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> PctrConfig:
     """BEFORE and DS whole, AFTER written through hour 04: DS misses the last hour of its attribution window."""

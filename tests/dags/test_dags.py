@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.pipeline import DAILY_STAGES
+from jobs.pipeline import BUNDLE, DAILY_STAGES, HOURLY_STAGES, JOINED_DAY
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY_MODULES = (
@@ -35,9 +35,42 @@ def dagbag(tmp_path_factory: pytest.TempPathFactory):
     return DagBag(dag_folder=str(REPO / "dags"))
 
 
+DAG_FILES = sorted(path for path in (REPO / "dags").glob("pctr_*.py"))
+
+
 def test_dag_folder_imports_without_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert "pctr_daily" in dagbag.dag_ids
+    assert set(dagbag.dag_ids) == {path.stem for path in DAG_FILES} >= {"pctr_daily", "pctr_hourly"}
+
+
+def test_pctr_hourly_is_wired_from_its_stage_list_and_closes_the_hour_whose_window_ended(dagbag) -> None:
+    import pendulum
+    from airflow.sdk.execution_time import macros
+
+    dag = dagbag.dags["pctr_hourly"]
+    assert {t.task_id for t in dag.tasks} == {s.name for s in HOURLY_STAGES}
+    for stage in HOURLY_STAGES:
+        assert dag.get_task(stage.name).upstream_task_ids == set(stage.after)
+    assert dag.catchup is False
+    assert [t.task_id for t in dag.roots] == ["wait_for_logs"] and [t.task_id for t in dag.leaves] == ["publish"]
+    join = dag.get_task("join_logs")
+    # the run of 12:00-13:00 starts at 13:00, when the clicks of 06:00-06:59 have had their 6 hours
+    context = {"data_interval_start": pendulum.datetime(2026, 11, 7, 12, tz="UTC"), "macros": macros}
+    assert join.render_template(join.op_kwargs["ds"], context) == "2026-11-07T06"
+
+
+def test_the_daily_join_and_both_publishes_update_assets(dagbag) -> None:
+    outlets = {
+        (dag_id, task.task_id): [asset.name for asset in task.outlets]
+        for dag_id in ("pctr_daily", "pctr_hourly")
+        for task in dagbag.dags[dag_id].tasks
+        if task.outlets
+    }
+    assert outlets == {
+        ("pctr_daily", "join_logs"): [JOINED_DAY],
+        ("pctr_daily", "publish"): [BUNDLE],
+        ("pctr_hourly", "publish"): [BUNDLE],
+    }
 
 
 def test_pctr_daily_is_wired_from_the_stage_list(dagbag) -> None:
@@ -91,10 +124,11 @@ def test_the_sensor_callable_imports_no_heavy_modules(tmp_path: Path) -> None:
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, []]
 
 
-def test_dag_files_import_no_heavy_modules() -> None:
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda path: path.stem)
+def test_dag_files_import_no_heavy_modules(dag_file: Path) -> None:
     probe = (
         "import importlib.util, json, sys\n"
-        f"spec = importlib.util.spec_from_file_location('pctr_daily', {str(REPO / 'dags' / 'pctr_daily.py')!r})\n"
+        f"spec = importlib.util.spec_from_file_location({dag_file.stem!r}, {str(dag_file)!r})\n"
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
         f"print(json.dumps([m for m in {list(HEAVY_MODULES)!r} if m in sys.modules]))\n"
     )

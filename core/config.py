@@ -210,12 +210,16 @@ class HourlyConfig(BaseModel):
     """pctr_hourly: the live ranker warm-started and refreshed on the newest closed hours between daily runs.
 
     An hour H is closed once its clicks' attribution window has passed (``join.attribution_window_hours``
-    after H ends). The run of the hour ending at T closes H = T - 1h - window; it trains on the
-    ``train_hours`` closed hours before H - 1, fits the calibrator on hour H - 1's un-downsampled
-    sample and evaluates on hour H, which neither saw.
+    after H ends). The run of the hour ending at T closes H = T - 1h - window. Going back from H: it
+    evaluates on the ``holdout_hours`` ending at H, validates and fits the calibrator on the
+    ``calibration_hours`` before them (un-downsampled sample), and trains on the ``train_hours`` before
+    those. One hour each is enough at the design's traffic (a few million clicks an hour); a small world
+    needs more hours for a calibrator and a gate that are not noise.
     """
 
     train_hours: int = Field(6, ge=1)
+    calibration_hours: int = Field(1, ge=1)
+    holdout_hours: int = Field(1, ge=1)
     epochs: int = Field(1, ge=1)
     # a fine-tune of an already trained ranker: smaller steps than a day's training from the baseline
     learning_rate: float = Field(3e-4, gt=0.0)

@@ -1,7 +1,8 @@
 """pctr_hourly: the live ranker refreshed on the newest closed hours. Wiring only: the stages of
 jobs.pipeline.HOURLY_STAGES (dags.wiring).
 
-The run of the hour ending at T closes the hour whose attribution window ended then: T - 1 h - window.
+The run at T (the end of its data interval) closes the hour whose attribution window ended then: the hour
+starting at T - 1 h - window.
 It does not catch up (an hourly run per hour since the start date would refresh models nobody serves any
 more); backfills of past hours go through the UI or ``airflow backfill create``.
 """
@@ -19,7 +20,10 @@ from jobs.pipeline import HOURLY_STAGES
 cfg = load_config()
 orchestration = cfg.orchestration
 WINDOW_HOURS = cfg.join.attribution_window_hours
-CLOSED_HOUR = "{{ (data_interval_start - macros.timedelta(hours=" + str(WINDOW_HOURS) + ")).strftime('%Y-%m-%dT%H') }}"
+# the end of the interval: the run's time whether the timetable makes intervals or trigger points (Airflow 3's default)
+CLOSED_HOUR = (
+    "{{ (data_interval_end - macros.timedelta(hours=" + str(WINDOW_HOURS + 1) + ")).strftime('%Y-%m-%dT%H') }}"
+)
 
 with DAG(
     dag_id="pctr_hourly",

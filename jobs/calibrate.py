@@ -14,7 +14,8 @@ MODELS = {"ranker": "saved_model", "baseline": "baseline_saved_model"}
 
 
 def run(cfg: PctrConfig, ds: str) -> Stats:
-    """Fit one calibrator per model on the un-downsampled calibration split (ds-1)."""
+    """Fit one calibrator per model on the un-downsampled calibration split (ds-1, or the hours before the
+    holdout of an hourly run)."""
     from models.calibration import Calibrator
     from models.metrics import ece
     from models.predictor import Predictor
@@ -22,6 +23,11 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     started = time.time()
     calibration = load_split(cfg, ds, "calibration")
     labels = calibration["label"].to_numpy()
+    if len(set(labels.tolist())) < 2:
+        raise ValueError(
+            f"the calibration split of {ds} has {len(labels)} rows and {int(labels.sum())} clicks: a calibrator "
+            "needs clicked and unclicked rows (an hourly run: raise hourly.calibration_hours)"
+        )
     out: Stats = {"stage": "calibrate", "ds": ds, "method": cfg.train.calibration, "rows": len(calibration)}
     for model, saved_model in MODELS.items():
         scores = Predictor(ranker_dir(cfg, ds) / saved_model).raw_scores(calibration)

@@ -5,8 +5,9 @@ Temporal splits (nothing from a later slice is ever used to fit an earlier stage
 - validation:  joined rows of ds-1 (early stopping)
 - calibration: un-downsampled eval sample of ds-1 (fits the calibrator)
 - holdout:     un-downsampled eval sample of ds (all reported metrics)
-The hourly refresh of the hour H (``pctr_hourly``, ds = ``YYYY-MM-DDTHH``) splits hours the same way:
-train on the ``hourly.train_hours`` hours ending H-2, validate and calibrate on H-1, hold out H. An hour's
+The hourly refresh of the hour H (``pctr_hourly``, ds = ``YYYY-MM-DDTHH``) splits hours the same way
+(``core.config.HourlyConfig``): by default train on the 6 hours ending H-2, validate and calibrate on H-1,
+hold out H. An hour's
 rows are its hourly partition's or, once its day is closed, the daily partition's rows of that hour (the
 same rows: ``jobs.join_logs``).
 
@@ -51,11 +52,15 @@ MIN_ROW_GROUPS = 8
 def split_days(cfg: PctrConfig, ds: str) -> dict[str, tuple[str, list[str]]]:
     """Split name -> (source kind, days), or hours for an hourly run."""
     if is_hour(ds):
+        hourly = cfg.hourly
+        holdout = [shift_hour(ds, -h) for h in range(hourly.holdout_hours - 1, -1, -1)]
+        calibration = [shift_hour(holdout[0], -h) for h in range(hourly.calibration_hours, 0, -1)]
+        train = [shift_hour(calibration[0], -h) for h in range(hourly.train_hours, 0, -1)]
         return {
-            "train": ("joined", [shift_hour(ds, -h) for h in range(cfg.hourly.train_hours + 1, 1, -1)]),
-            "validation": ("joined", [shift_hour(ds, -1)]),
-            "calibration": ("eval_sample", [shift_hour(ds, -1)]),
-            "holdout": ("eval_sample", [ds]),
+            "train": ("joined", train),
+            "validation": ("joined", calibration),
+            "calibration": ("eval_sample", calibration),
+            "holdout": ("eval_sample", holdout),
         }
     history = cfg.train.history_days
     return {

@@ -54,8 +54,8 @@ def test_pctr_hourly_is_wired_from_its_stage_list_and_closes_the_hour_whose_wind
     assert dag.catchup is False
     assert [t.task_id for t in dag.roots] == ["wait_for_logs"] and [t.task_id for t in dag.leaves] == ["publish"]
     join = dag.get_task("join_logs")
-    # the run of 12:00-13:00 starts at 13:00, when the clicks of 06:00-06:59 have had their 6 hours
-    context = {"data_interval_start": pendulum.datetime(2026, 11, 7, 12, tz="UTC"), "macros": macros}
+    # the run at 13:00 closes 06:00-06:59, whose clicks have had their 6 hours
+    context = {"data_interval_end": pendulum.datetime(2026, 11, 7, 13, tz="UTC"), "macros": macros}
     assert join.render_template(join.op_kwargs["ds"], context) == "2026-11-07T06"
 
 

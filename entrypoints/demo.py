@@ -1,8 +1,9 @@
-"""``make demo``: simulate a few days, run pctr_daily through Airflow, serve the bundle, rank for three users.
+"""``make demo``: simulate a few days, run pctr_daily and two pctr_hourly runs through Airflow, serve, rank.
 
 History days (features warm-up and training data) go through the local runner's data stages in a
-process of its own, the day being closed goes through ``airflow dags test pctr_daily --use-executor``;
-both run the same stage functions. The terminal shows each task as it starts and ends and the
+process of its own, the day being closed goes through ``airflow dags test pctr_daily --use-executor``,
+then the first two hours of the next day through ``pctr_hourly`` the same way; all run the same stage
+functions. The terminal shows each task as it starts and ends and the
 training's epochs; the whole Airflow output goes to ``$PCTR_HOME/demo/airflow_dags_test.log``. A failed
 task ends the demo at once with its log tail. Writes ``$PCTR_HOME/demo/summary.json``, with the peak
 memory of every process the demo started, summed (whole run, history, each stage).
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import datetime as dt
 import multiprocessing
 import os
 import signal
@@ -25,7 +27,7 @@ from typing import Any
 
 from core.config import PctrConfig, load_config
 from core.io import read_json, write_json_atomic
-from core.layout import Layout, ds_range, parse_ds, shift_ds
+from core.layout import Layout, day_bounds, ds_range, hour_key, parse_ds, parse_hour, shift_ds
 from core.processes import ChildProcesses
 from core.raw_logs import RawHour
 from core.resources import PeakMemory
@@ -45,7 +47,7 @@ from entrypoints.airflow_local import (
 )
 from entrypoints.local_runner import run_day
 from jobs.evaluate import SUMMARY_METRICS as EVALUATION_METRICS
-from jobs.pipeline import DAILY_STAGES
+from jobs.pipeline import DAILY_STAGES, HOURLY_STAGES
 from jobs.wait_for_logs import needed_hours
 
 DEMO_CLOSED_DAY = "2026-11-06"
@@ -54,6 +56,8 @@ DEMO_CLOSED_DAY = "2026-11-06"
 # and 7 training days beat 7 and 3 (measured: +0.002 AUC for both models).
 DEMO_WARMUP_DAYS = 3
 DEMO_USERS = 3
+# pctr_hourly runs after the closed day: the first hours of the next day, each once its window has closed
+DEMO_HOURLY_RUNS = 2
 HISTORY_UNTIL = "build_features"
 # lines of a failed task's log shown on the terminal
 TAIL_LINES = 30
@@ -72,8 +76,9 @@ def window_end(cfg: PctrConfig, ds: str) -> RawHour:
 
 
 def prepare_history(cfg: PctrConfig, days: list[str], scale: str) -> None:
-    """Simulate every day (once), then the hours after the last day up to the end of its attribution window
-    (so that the last day can be closed), and run the data stages of all days but the last (once).
+    """Simulate every day (once), then the hours after the last day up to the end of the attribution window of
+    the last hour the demo's hourly runs close (so that the last day and those hours can be closed), and run the
+    data stages of all days but the last (once).
 
     The simulator (one core) runs in a process of its own, day after day, while Spark works on the days
     already written: a day's data stages start once the next day is written (its clicks close the day).
@@ -84,7 +89,7 @@ def prepare_history(cfg: PctrConfig, days: list[str], scale: str) -> None:
 
     layout = Layout(cfg.home)
     missing = [ds for ds in days if logs.written_through(layout, ds) < 23]
-    last = window_end(cfg, days[-1])
+    last = window_end(cfg, demo_hours(days[-1])[-1])
     spawn = multiprocessing.get_context("spawn")  # no fork of a process that may hold a JVM
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as simulator:
         # one worker takes the days in order
@@ -156,42 +161,74 @@ def start_airflow_api(cfg: PctrConfig, children: ChildProcesses) -> AirflowApi:
     return AirflowApi(proc, port, env)
 
 
-def close_day_with_airflow(
-    cfg: PctrConfig, ds: str, api: AirflowApi, children: ChildProcesses, memory: PeakMemory
+def run_dag_with_airflow(
+    cfg: PctrConfig, run: DagRun, api: AirflowApi, children: ChildProcesses, memory: PeakMemory
 ) -> dict[str, dict[str, Any]]:
-    """Run pctr_daily for ds with ``airflow dags test --use-executor``; each task's final state and seconds.
+    """Run one DAG run with ``airflow dags test --use-executor``; each task's final state and seconds.
 
     The terminal gets each task's start and end and the training's epoch lines; a failed task stops
     Airflow at once and ends the demo (SystemExit) after printing the task's log tail. Each task is a
-    phase of ``memory``. The API server is stopped on the way out.
+    phase of ``memory`` (named ``<phase prefix><task>``).
     """
     layout = Layout(cfg.home)
-    env = api.env
-    try:
-        wait_api_ready(api.port, api.proc)
-        log_path = layout.demo / "airflow_dags_test.log"
-        print(f"airflow dags test pctr_daily {ds} --use-executor, one task at a time (output: {log_path})", flush=True)
-        proc = children.popen(
-            dags_test_command("pctr_daily", ds),
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-        )  # fmt: skip
-        output, recent, failed = _follow_dags_test(proc, log_path, memory)
-        if failed is not None:
-            children.stop(proc)
-            tail = task_log_tail(cfg, "pctr_daily", failed.task_id or "") or list(recent)
-            print(f"\nlast lines of the {failed.task_id} task's log:", *tail, sep="\n  ", file=sys.stderr)
-            raise SystemExit(f"pctr_daily {ds}: task {failed.task_id} {failed.state}; Airflow output: {log_path}")
-        not_ok = [s.name for s in DAILY_STAGES if output.ended.get(s.name, {}).get("state") != "success"]
-        if proc.returncode != 0 or not_ok:
-            print(*recent, sep="\n", file=sys.stderr)
-            raise SystemExit(f"pctr_daily {ds}: dags test exited {proc.returncode}, tasks not successful: {not_ok}")
-        return output.ended
-    finally:
-        children.stop(api.proc)
+    wait_api_ready(api.port, api.proc)
+    log_path = layout.demo / f"airflow_dags_test{run.log_suffix}.log"
+    print(
+        f"airflow dags test {run.dag_id} {run.logical_date} --use-executor, one task at a time{run.about} "
+        f"(output: {log_path})",
+        flush=True,
+    )
+    proc = children.popen(
+        dags_test_command(run.dag_id, run.logical_date),
+        env=api.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+    )  # fmt: skip
+    output, recent, failed = _follow_dags_test(proc, log_path, memory, run.phase_prefix)
+    name = f"{run.dag_id} {run.logical_date}"
+    if failed is not None:
+        children.stop(proc)
+        tail = task_log_tail(cfg, run.dag_id, failed.task_id or "") or list(recent)
+        print(f"\nlast lines of the {failed.task_id} task's log:", *tail, sep="\n  ", file=sys.stderr)
+        raise SystemExit(f"{name}: task {failed.task_id} {failed.state}; Airflow output: {log_path}")
+    not_ok = [task for task in run.tasks if output.ended.get(task, {}).get("state") != "success"]
+    if proc.returncode != 0 or not_ok:
+        print(*recent, sep="\n", file=sys.stderr)
+        raise SystemExit(f"{name}: dags test exited {proc.returncode}, tasks not successful: {not_ok}")
+    return output.ended
+
+
+@dataclass(frozen=True)
+class DagRun:
+    """One run of a pctr DAG that the demo has Airflow make."""
+
+    dag_id: str
+    logical_date: str
+    tasks: tuple[str, ...]
+    about: str = ""  # what the terminal line adds, e.g. the hour the run closes
+    log_suffix: str = ""  # of its output's file name under $PCTR_HOME/demo/
+    phase_prefix: str = ""  # of its tasks' peak-memory phases
+
+
+def daily_run(ds: str) -> DagRun:
+    return DagRun("pctr_daily", ds, tuple(s.name for s in DAILY_STAGES))
+
+
+def hourly_run(cfg: PctrConfig, hour: str) -> DagRun:
+    """The pctr_hourly run that closes ``hour``: the one at the end of its attribution window."""
+    at = parse_hour(hour) + dt.timedelta(hours=1 + cfg.join.attribution_window_hours)
+    return DagRun(
+        "pctr_hourly", at.isoformat(), tuple(s.name for s in HOURLY_STAGES), about=f", closing {hour}",
+        log_suffix=f"_hourly_{hour}", phase_prefix=f"hourly {hour} ",
+    )  # fmt: skip
+
+
+def demo_hours(ds: str) -> list[str]:
+    """The hours the demo's hourly runs close after the closed day ds: the first of the next day."""
+    start = day_bounds(shift_ds(ds, 1))[0]
+    return [hour_key(start + dt.timedelta(hours=h)) for h in range(DEMO_HOURLY_RUNS)]
 
 
 def _follow_dags_test(
-    proc: subprocess.Popen, log_path: Path, memory: PeakMemory
+    proc: subprocess.Popen, log_path: Path, memory: PeakMemory, phase_prefix: str = ""
 ) -> tuple[DagTestOutput, collections.deque[str], TaskEvent | None]:
     """Tee ``dags test`` output to ``log_path`` and show its progress until it exits or a task fails.
 
@@ -207,19 +244,19 @@ def _follow_dags_test(
             if WAITING_LINE not in line:
                 recent.append(line.rstrip("\n"))
             for event in output.feed(line):
-                _show(event, memory)
+                _show(event, memory, phase_prefix)
                 if event.failed:
                     return output, recent, event
     proc.wait()
     return output, recent, None
 
 
-def _show(event: TaskEvent, memory: PeakMemory) -> None:
+def _show(event: TaskEvent, memory: PeakMemory, phase_prefix: str = "") -> None:
     if event.kind == "started":
-        memory.begin(event.task_id)
+        memory.begin(f"{phase_prefix}{event.task_id}")
         print(f"  {event.task_id} ...", flush=True)
     elif event.kind == "ended":
-        memory.end(event.task_id)
+        memory.end(f"{phase_prefix}{event.task_id}")
         status = "ok" if event.state == "success" else event.state
         print(f"  {event.task_id} {status} ({event.seconds} s)", flush=True)
     else:
@@ -310,6 +347,38 @@ def summarise(
     }
 
 
+def summarise_hourly(
+    cfg: PctrConfig, hour: str, tasks: dict[str, dict[str, Any]], peaks: dict[str, float]
+) -> dict[str, Any]:
+    """One hourly run in the summary: each task's status, seconds and peak memory, the gate and the promotion."""
+    from jobs.evaluate import load_evaluation
+
+    evaluation = load_evaluation(cfg, hour)
+    registered = read_json(Layout(cfg.home).stage_output("register", hour) / "_stats.json")
+    prefix = hourly_run(cfg, hour).phase_prefix
+    return {
+        "hour": hour,
+        "stages": {
+            stage.name: {
+                "status": "ok"
+                if tasks.get(stage.name, {}).get("state") == "success"
+                else tasks.get(stage.name, {}).get("state"),
+                "seconds": tasks.get(stage.name, {}).get("seconds"),
+                "peak_memory_mib": peaks.get(f"{prefix}{stage.name}"),
+            }
+            for stage in HOURLY_STAGES
+        },
+        "seconds": round(sum(task.get("seconds") or 0.0 for task in tasks.values()), 1),
+        "metrics": {k: evaluation["metrics"].get(k) for k in SUMMARY_METRICS},
+        "holdout_rows": evaluation["rows"],
+        "gate_passed": evaluation["promote"],
+        "gate": evaluation["gate_reason"],
+        "model_version": registered["model_version"],
+        "promoted": registered["promoted"],
+        "promotion": registered["promotion"],
+    }
+
+
 def skew_check(cfg: PctrConfig, ds: str) -> dict[str, Any]:
     """``pctr skew-report`` over what the demo just served: batch features must match the offline store."""
     from analysis import skew_report
@@ -336,16 +405,23 @@ def run_demo(cfg: PctrConfig, scale: str, children: ChildProcesses, memory: Peak
     api = start_airflow_api(cfg, children)
     wait_history(history)
     memory.end("history")
-    tasks = close_day_with_airflow(cfg, ds, api, children, memory)
-    registered = read_json(Layout(cfg.home).stage_output("register", ds) / "_stats.json")
-    if not registered["promoted"]:
-        raise SystemExit(
-            f"pctr demo: model version {registered['model_version']} is not live: {registered['promotion']}"
-        )
+    try:
+        tasks = run_dag_with_airflow(cfg, daily_run(ds), api, children, memory)
+        registered = read_json(Layout(cfg.home).stage_output("register", ds) / "_stats.json")
+        if not registered["promoted"]:
+            raise SystemExit(
+                f"pctr demo: model version {registered['model_version']} is not live: {registered['promotion']}"
+            )
+        hourly = {
+            hour: run_dag_with_airflow(cfg, hourly_run(cfg, hour), api, children, memory) for hour in demo_hours(ds)
+        }
+    finally:
+        children.stop(api.proc)
     memory.begin("serve")
     served = serve_and_rank(cfg, ds, children)
     memory.end("serve")
     summary = summarise(cfg, ds, tasks, memory.phase_peaks_mib, served)
+    summary["hourly"] = [summarise_hourly(cfg, hour, tasks, memory.phase_peaks_mib) for hour, tasks in hourly.items()]
     summary["skew"] = skew_check(cfg, ds)
     summary["wall_seconds"] = round(time.time() - started, 1)
     return summary
@@ -409,6 +485,12 @@ def _print_human(summary: dict[str, Any], path: Path) -> None:
         f"{summary['history_peak_memory_mib']:,.0f} MiB; largest stage {top} {stage_peaks[top]:,.0f} MiB"
     )
     print(f"  model version {summary['model_version']} (champion {summary['champion']})")
+    for run in summary["hourly"]:
+        decision = "live" if run["promoted"] else "registered, not live"
+        print(
+            f"  pctr_hourly {run['hour']}: {run['seconds']} s, AUC {run['metrics']['auc']:.4f} on "
+            f"{run['holdout_rows']} rows, version {run['model_version']} {decision} ({run['promotion']})"
+        )
     print(f"  FAISS index of {summary['index_size']} ads; retrieval {summary['retrieval']}")
     for user in summary["ranked_users"]:
         print(f"  {user['user_id']}: {', '.join(user['ads'])}")

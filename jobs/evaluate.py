@@ -13,7 +13,7 @@ import numpy as np
 from core.config import PctrConfig
 from core.io import Stats, read_json, write_stats
 from core.layout import Layout, calibrator_path, evaluation_dir, period_bounds, period_day, ranker_dir
-from jobs.training_set import load_split
+from jobs.training_set import load_split, training_set_sources
 from models.features import stat_name
 
 SUMMARY_METRICS = ("auc", "logloss", "normalized_entropy", "ece", "oe_ratio")
@@ -29,19 +29,20 @@ def segments(holdout: Any) -> dict[str, np.ndarray]:
     }
 
 
-def _oracle(layout: Layout, ds: str, holdout: Any) -> np.ndarray | None:
+def _oracle(layout: Layout, holdout_keys: list[str], holdout: Any) -> np.ndarray | None:
     """The simulator's true click probabilities for the holdout rows (None on real data)."""
     import pandas as pd
 
-    truth_dir = layout.truth(period_day(ds))
-    if not truth_dir.exists():
+    truth_dirs = [layout.truth(day) for day in sorted({period_day(key) for key in holdout_keys})]
+    if not all(path.exists() for path in truth_dirs):
         return None
-    truth = pd.read_parquet(truth_dir, columns=["impression_id", "p_click"]).drop_duplicates("impression_id")
+    truth = pd.concat([pd.read_parquet(path, columns=["impression_id", "p_click"]) for path in truth_dirs])
+    truth = truth.drop_duplicates("impression_id")
     joined = holdout[["impression_id"]].merge(truth, on="impression_id", how="left")
     return None if joined["p_click"].isna().any() else joined["p_click"].to_numpy()
 
 
-def _champion_predictions(layout: Layout, ds: str, holdout: Any) -> tuple[str, np.ndarray | None]:
+def _champion_predictions(layout: Layout, holdout_keys: list[str], holdout: Any) -> tuple[str, np.ndarray | None]:
     """Scores of the live bundle's ranker on the same holdout, so the gate compares like with like.
 
     Only a champion whose data (training, validation and calibration days) all precede the holdout
@@ -58,8 +59,9 @@ def _champion_predictions(layout: Layout, ds: str, holdout: Any) -> tuple[str, n
     # days and hours compare by their ends: a daily champion saw every hour of its calibration day
     seen = [key for split, keys in manifest["data_dates"].items() if split != "holdout" for key in keys]
     newest = max(seen, key=lambda key: period_bounds(key)[1])
-    if period_bounds(newest)[1] > period_bounds(ds)[0]:
-        return f"champion {manifest['version']} trained on data up to {newest}, not before the holdout {ds}", None
+    first = min(holdout_keys, key=lambda key: period_bounds(key)[0])
+    if period_bounds(newest)[1] > period_bounds(first)[0]:
+        return f"champion {manifest['version']} trained on data up to {newest}, not before the holdout {first}", None
     predictor = Predictor.load(bundle / "ranker", bundle / "calibrator.json")
     return manifest["version"], predictor.predict(holdout)
 
@@ -158,7 +160,8 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     baseline = Predictor.load(ranker_dir(cfg, ds) / "baseline_saved_model", calibrator_path(cfg, ds, "baseline"))
     preds = {"ranker": ranker.predict(holdout), "baseline": baseline.predict(holdout)}
     metrics, report = holdout_metrics(labels, preds["ranker"], preds["baseline"], segments(holdout))
-    oracle = _oracle(layout, ds, holdout)
+    holdout_keys = list(training_set_sources(cfg, ds)["holdout"])
+    oracle = _oracle(layout, holdout_keys, holdout)
     if oracle is not None:
         oracle_metrics = evaluate(labels, oracle)
         metrics["oracle_auc"] = oracle_metrics["auc"]
@@ -166,7 +169,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         preds["oracle"] = oracle
 
     champion = None
-    version_or_reason, champion_preds = _champion_predictions(layout, ds, holdout)
+    version_or_reason, champion_preds = _champion_predictions(layout, holdout_keys, holdout)
     if champion_preds is not None:
         scores = evaluate(labels, champion_preds)
         champion = {"version": version_or_reason, "auc": scores["auc"], "logloss": scores["logloss"]}

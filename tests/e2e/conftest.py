@@ -24,6 +24,9 @@ DEMO_ENV = {
     # calibration checks apply; its refusals are tested in tests/unit/jobs/test_evaluate.py
     "PCTR_GATE__MAX_NORMALIZED_ENTROPY": "1.5",
     "PCTR_GATE__BASELINE_AUC_TOLERANCE": "0.2",
+    # a tiny hour has about 170 sampled impressions and 2 or 3 clicks: six hours to calibrate on, six to judge
+    "PCTR_HOURLY__CALIBRATION_HOURS": "6",
+    "PCTR_HOURLY__HOLDOUT_HOURS": "6",
 }
 
 

@@ -376,6 +376,7 @@ def summarise_hourly(
         "model_version": registered["model_version"],
         "promoted": registered["promoted"],
         "promotion": registered["promotion"],
+        "champion": registered["champion_version"],
     }
 
 
@@ -422,6 +423,8 @@ def run_demo(cfg: PctrConfig, scale: str, children: ChildProcesses, memory: Peak
     memory.end("serve")
     summary = summarise(cfg, ds, tasks, memory.phase_peaks_mib, served)
     summary["hourly"] = [summarise_hourly(cfg, hour, tasks, memory.phase_peaks_mib) for hour, tasks in hourly.items()]
+    if summary["hourly"]:  # what is live once the hourly runs are done: the daily model or a refresh of it
+        summary["champion"] = summary["hourly"][-1]["champion"]
     summary["skew"] = skew_check(cfg, ds)
     summary["wall_seconds"] = round(time.time() - started, 1)
     return summary

@@ -70,7 +70,8 @@ def test_the_day_after_the_closed_one_is_simulated_to_the_end_of_its_attribution
 
     summary = read_json(demo_home / "demo" / "summary.json")
     assert written_through(Layout(demo_home), summary["ds"]) == 23
-    assert written_through(Layout(demo_home), shift_ds(summary["ds"], 1)) == 5  # 6 hours, no more
+    # to the end of the attribution window of the second hourly run's hour: 8 hours, no more
+    assert written_through(Layout(demo_home), shift_ds(summary["ds"], 1)) == 7
 
 
 def test_the_model_is_registered_as_champion_and_published(demo_home: Path) -> None:
@@ -84,10 +85,12 @@ def test_the_model_is_registered_as_champion_and_published(demo_home: Path) -> N
     summary = read_json(demo_home / "demo" / "summary.json")
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(cfg), registry_uri=tracking_uri(cfg))
     champion = client.get_model_version_by_alias(cfg.model_name, "champion")
-    assert str(champion.version) == summary["model_version"] == summary["champion"]
+    # live: the daily model, or an hourly refresh of it that passed the gate after it
+    assert str(champion.version) == summary["champion"]
+    assert champion.tags.get("daily_version", str(champion.version)) == summary["model_version"]
     bundle = current_bundle_dir(Layout(demo_home))
     manifest = verify(bundle)
-    assert manifest["model_version"] == summary["model_version"]
+    assert manifest["model_version"] == summary["champion"]
     assert summary["index_size"] > 0
 
 
@@ -227,7 +230,7 @@ def test_a_backfilled_older_day_is_registered_without_rewinding_what_is_live(
     assert "not before the holdout" in stats["evaluate"]["champion_skipped"]
     registered = stats["register"]
     assert registered["model_version"] != summary["model_version"] and registered["promoted"] is False
-    assert registered["champion_version"] == summary["model_version"]
+    assert registered["champion_version"] == summary["champion"]
     assert layout.current_pointer.read_text() == current_before
     assert stats["publish"]["flipped"] is False
     # between searches: the setting the closed day's search recorded, the baseline fitted at its C alone
@@ -240,7 +243,8 @@ def test_a_backfilled_older_day_is_registered_without_rewinding_what_is_live(
     again = run_stage(cfg, "register", older)
     assert (again["run_id"], again["model_version"]) == (registered["run_id"], registered["model_version"])
     client = mlflow_client(cfg)
-    assert len(client.search_model_versions(f"name = '{cfg.model_name}'")) == 2
+    # the daily version, the hourly runs' and this one
+    assert len(client.search_model_versions(f"name = '{cfg.model_name}'")) == 2 + len(summary["hourly"])
     tags = client.get_run(registered["run_id"]).data.tags
     assert tags["lineage.feature_service"] == "ranker_v1"
     assert set(json.loads(tags["lineage.joined_checksums"])) == {shift_ds(older, -d) for d in (1, 2, 3)}
@@ -248,9 +252,13 @@ def test_a_backfilled_older_day_is_registered_without_rewinding_what_is_live(
     promote(cfg, registered["model_version"])
     assert champion(client, cfg.model_name).version == registered["model_version"]
     assert layout.current_pointer.read_text().strip() == stats["publish"]["version"]
+    history_before = history(client, cfg.model_name)
     rollback(cfg)
-    assert champion(client, cfg.model_name).version == summary["model_version"]
+    assert champion(client, cfg.model_name).version == summary["champion"]
     assert layout.current_pointer.read_text() == current_before
+    assert history(client, cfg.model_name) == history_before[:-1]
+    while len(history(client, cfg.model_name)) > 1:
+        rollback(cfg)
     assert history(client, cfg.model_name) == [summary["model_version"]]
     with pytest.raises(LookupError, match="no previous champion"):
         rollback(cfg)
@@ -319,15 +327,17 @@ def test_a_rerun_warm_started_from_the_champion_starts_from_its_weights(
     from core.layout import CHECKPOINTS, ranker_dir
     from jobs import train
 
-    for key, value in {"PCTR_HOME": str(demo_home), **demo_env, "PCTR_TRAIN__WARM_START": "champion"}.items():
+    summary = read_json(demo_home / "demo" / "summary.json")
+    # the daily version (the champion may be an hourly refresh of it, whose weights moved on)
+    warm_start = {"PCTR_TRAIN__WARM_START": summary["model_version"]}
+    for key, value in {"PCTR_HOME": str(demo_home), **demo_env, **warm_start}.items():
         monkeypatch.setenv(key, value)
     cfg = load_config()
-    summary = read_json(demo_home / "demo" / "summary.json")
     champion_run = read_json(ranker_dir(cfg, summary["ds"]) / "_stats.json")
     assert champion_run["warm_start_version"] is None
 
     rerun = train.run(cfg, summary["ds"])
-    assert rerun["warm_start_version"] == summary["champion"]
+    assert rerun["warm_start_version"] == summary["model_version"]
     # same weights (the baseline refitted to the same first-order part), same validation day: the starting
     # loss is the champion's best
     assert rerun["history"]["initial_val_logloss"] == pytest.approx(

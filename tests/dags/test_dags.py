@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.pipeline import BUNDLE, DAILY_STAGES, HOURLY_STAGES, JOINED_DAY
+from jobs.pipeline import BUNDLE, DAILY_STAGES, HOURLY_STAGES, JOINED_DAY, Stage
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY_MODULES = (
@@ -47,12 +47,8 @@ def test_pctr_hourly_is_wired_from_its_stage_list_and_closes_the_hour_whose_wind
     import pendulum
     from airflow.sdk.execution_time import macros
 
-    dag = dagbag.dags["pctr_hourly"]
-    assert {t.task_id for t in dag.tasks} == {s.name for s in HOURLY_STAGES}
-    for stage in HOURLY_STAGES:
-        assert dag.get_task(stage.name).upstream_task_ids == set(stage.after)
+    dag = _wired_from(dagbag.dags["pctr_hourly"], HOURLY_STAGES)
     assert dag.catchup is False
-    assert [t.task_id for t in dag.roots] == ["wait_for_logs"] and [t.task_id for t in dag.leaves] == ["publish"]
     join = dag.get_task("join_logs")
     # the run at 13:00 closes 06:00-06:59, whose clicks have had their 6 hours
     context = {"data_interval_end": pendulum.datetime(2026, 11, 7, 13, tz="UTC"), "macros": macros}
@@ -73,15 +69,17 @@ def test_the_daily_join_and_both_publishes_update_assets(dagbag) -> None:
     }
 
 
-def test_pctr_daily_is_wired_from_the_stage_list(dagbag) -> None:
-    dag = dagbag.dags["pctr_daily"]
-    assert {t.task_id for t in dag.tasks} == {s.name for s in DAILY_STAGES}
-    for stage in DAILY_STAGES:
+def _wired_from(dag, stages: tuple[Stage, ...]):
+    """``dag``, after checking that its tasks are ``stages`` wired by their ``after``, from the sensor to publish."""
+    assert {t.task_id for t in dag.tasks} == {s.name for s in stages}
+    for stage in stages:
         assert dag.get_task(stage.name).upstream_task_ids == set(stage.after)
-    assert dag.catchup is True
-    roots = [t.task_id for t in dag.roots]
-    assert roots == ["wait_for_logs"]
-    assert [t.task_id for t in dag.leaves] == ["publish"]
+    assert [t.task_id for t in dag.roots] == ["wait_for_logs"] and [t.task_id for t in dag.leaves] == ["publish"]
+    return dag
+
+
+def test_pctr_daily_is_wired_from_the_stage_list(dagbag) -> None:
+    assert _wired_from(dagbag.dags["pctr_daily"], DAILY_STAGES).catchup is True
 
 
 def test_the_first_task_waits_for_the_raw_logs_in_reschedule_mode(dagbag) -> None:

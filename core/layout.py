@@ -27,6 +27,15 @@ def parse_ds(ds: str) -> dt.date:
         raise ValueError(f"ds must be YYYY-MM-DD, got {ds!r}") from err
 
 
+def parse_hour(hour: str) -> dt.datetime:
+    """Parse a ``YYYY-MM-DDTHH`` hour (UTC) into its start, with a clear error for anything else."""
+    try:
+        start = dt.datetime.strptime(hour, "%Y-%m-%dT%H")
+    except ValueError as err:
+        raise ValueError(f"hour must be YYYY-MM-DDTHH, got {hour!r}") from err
+    return start.replace(tzinfo=dt.UTC)
+
+
 def day_bounds(ds: str) -> tuple[dt.datetime, dt.datetime]:
     """[start, end) of a day in UTC."""
     start = dt.datetime.combine(parse_ds(ds), dt.time(), tzinfo=dt.UTC)
@@ -157,6 +166,10 @@ class Layout:
     @property
     def served_log(self) -> Path:
         return self.home / "serving" / "served"
+
+    def monitor_report(self, hour: str) -> Path:
+        """The monitor's report of the hour ``YYYY-MM-DDTHH`` (HTML, plots and its ``_stats.json``)."""
+        return self.reports / "monitor" / hour
 
     @property
     def demo(self) -> Path:

@@ -1,8 +1,8 @@
 """``pctr``: one command per pipeline stage, plus simulate, run-day, backfill, serve, promote and rollback.
 
-Stage commands take ``--ds YYYY-MM-DD``; with ``--json`` the last stdout line is the stage summary
-as one JSON object (the same object the stage writes as ``_stats.json``). A failing stage prints one
-line naming the reason on stderr and exits non-zero.
+Stage commands take ``--ds YYYY-MM-DD`` (the monitor ``--hour YYYY-MM-DDTHH``); with ``--json`` the last
+stdout line is the stage summary as one JSON object (the same object the stage writes as ``_stats.json``).
+A failing stage prints one line naming the reason on stderr and exits non-zero.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from core.config import load_config
-from core.layout import parse_ds
+from core.layout import parse_ds, parse_hour
 from core.raw_logs import IncompleteLogsError, UnreadableRawFileError
 from entrypoints.local_runner import run_day
-from jobs.pipeline import DAILY_STAGES, STAGES_BY_NAME, run_stage
+from jobs.pipeline import DAILY_STAGES, MONITOR_STAGES, STAGES_BY_NAME, run_stage
+from simulator.traffic import DRIFT_KINDS, Drift
 
 EXPECTED_ERRORS = (
     ConnectionError, FileNotFoundError, LookupError, ValueError, IncompleteLogsError, UnreadableRawFileError,
@@ -30,6 +31,13 @@ EXPECTED_ERRORS = (
 def _ds(value: str) -> str:
     try:
         return parse_ds(value).isoformat()
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _hour(value: str) -> str:
+    try:
+        return parse_hour(value).strftime("%Y-%m-%dT%H")
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
 
@@ -45,15 +53,25 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
 def _cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     from simulator import logs
 
+    if (args.drift_from is None) != (args.drift is None):
+        raise ValueError("--drift-from and --drift go together: the day the world changes and how")
+    drift = None if args.drift is None else Drift(parse_ds(args.drift_from), frozenset(args.drift))
     return logs.run(
         load_config(), start=args.start, days=args.days, scale=args.scale, seed=args.seed, faults=args.faults,
-        until_hour=args.until_hour,
+        until_hour=args.until_hour, drift=drift,
     )  # fmt: skip
 
 
 def _cmd_stage(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]:
     def command(args: argparse.Namespace) -> dict[str, Any]:
         return run_stage(load_config(), name, args.ds)
+
+    return command
+
+
+def _cmd_hourly_stage(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]:
+    def command(args: argparse.Namespace) -> dict[str, Any]:
+        return run_stage(load_config(), name, args.hour)
 
     return command
 
@@ -137,11 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--faults", type=float, default=0.0, help="fraction of faulty records to inject")
     p.add_argument("--until-hour", type=int, default=None, help="write the last day only through this hour (0-23)")
+    p.add_argument("--drift-from", type=_ds, default=None, help="the first day of a drifted world (with --drift)")
+    p.add_argument(
+        "--drift", action="append", choices=DRIFT_KINDS, default=None,
+        help="what drifts from --drift-from: traffic (the request mix) or clicks (the true click rate); repeatable",
+    )  # fmt: skip
 
     for stage in DAILY_STAGES:
         if stage.module == "jobs.validate":
             continue
         add(stage.command, _cmd_stage(stage.name), stage.help).add_argument("--ds", type=_ds, required=True)
+    for stage in MONITOR_STAGES:
+        help_ = f"{stage.help} (the hours up to the end of --hour, UTC)"
+        add(stage.command, _cmd_hourly_stage(stage.name), help_).add_argument("--hour", type=_hour, required=True)
     p = add("validate", _cmd_validate, "Great Expectations gate on raw or joined data of ds")
     p.add_argument("--ds", type=_ds, required=True)
     p.add_argument("--stage", choices=("raw", "joined"), required=True)

@@ -1,4 +1,5 @@
-"""The daily pipeline as an ordered list of stages: one definition for the CLI, the local runner and the DAG.
+"""The daily pipeline as an ordered list of stages: one definition for the CLI, the local runner and the DAG;
+and the monitor's stage, which runs per hour (``MONITOR_STAGES``: its ``ds`` is an hour, ``YYYY-MM-DDTHH``).
 
 This module must stay cheap to import (the Airflow DAG file imports it): stage modules are imported
 only when a stage runs.
@@ -68,10 +69,19 @@ DAILY_STAGES: tuple[Stage, ...] = (
     Stage("publish", "jobs.publish", ("register",), help="serving bundle and atomic CURRENT flip"),
 )
 STAGES_BY_NAME = {s.name: s for s in DAILY_STAGES}
+# pctr_monitor's: run per hour, on the served traffic of the hours before its end
+MONITOR_STAGES: tuple[Stage, ...] = (
+    Stage(
+        "monitor",
+        "jobs.monitor",
+        help="drift of the served features, calibration of the served pCTRs, staleness; fails on a crossed threshold",
+    ),
+)
+_ANY_STAGE = STAGES_BY_NAME | {s.name: s for s in MONITOR_STAGES}
 
 
 def run_stage(cfg: PctrConfig, name: str, ds: str, keep_spark: bool = False) -> Stats:
-    """Run one stage of ds and return its summary (also written as ``_stats.json``).
+    """Run one stage of ds (an hour for a monitor stage) and return its summary (also written as ``_stats.json``).
 
     A Spark session the stage opened is stopped, JVM included, when it returns (unless ``keep_spark``,
     for a next stage in this process that uses Spark too): the local runner and an Airflow task
@@ -79,7 +89,7 @@ def run_stage(cfg: PctrConfig, name: str, ds: str, keep_spark: bool = False) -> 
     """
     from core.spark import stop_spark
 
-    stage = STAGES_BY_NAME[name]
+    stage = _ANY_STAGE[name]
     module = importlib.import_module(stage.module)
     try:
         return module.run(cfg, ds, **stage.kwargs)

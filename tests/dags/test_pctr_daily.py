@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.pipeline import DAILY_STAGES
+from jobs.pipeline import DAILY_STAGES, MONITOR_STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY_MODULES = (
@@ -37,7 +37,7 @@ def dagbag(tmp_path_factory: pytest.TempPathFactory):
 
 def test_dag_folder_imports_without_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert "pctr_daily" in dagbag.dag_ids
+    assert {"pctr_daily", "pctr_monitor"} <= set(dagbag.dag_ids)
 
 
 def test_pctr_daily_is_wired_from_the_stage_list(dagbag) -> None:
@@ -91,10 +91,26 @@ def test_the_sensor_callable_imports_no_heavy_modules(tmp_path: Path) -> None:
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, []]
 
 
-def test_dag_files_import_no_heavy_modules() -> None:
+def test_pctr_monitor_runs_the_monitor_stage_on_the_hour_that_has_just_ended(dagbag) -> None:
+    import pendulum
+    from airflow.sdk.execution_time import macros
+
+    from jobs.pipeline import run_stage_task
+
+    dag = dagbag.dags["pctr_monitor"]
+    assert [t.task_id for t in dag.tasks] == [s.name for s in MONITOR_STAGES] == ["monitor"]
+    task = dag.get_task("monitor")
+    assert task.python_callable is run_stage_task and task.retries == 0
+    assert dag.catchup is False
+    context = {"data_interval_end": pendulum.datetime(2026, 11, 7, 6, tz="UTC"), "macros": macros}
+    assert task.render_template(task.op_kwargs, context) == {"name": "monitor", "ds": "2026-11-07T05"}
+
+
+@pytest.mark.parametrize("dag_file", ["pctr_daily.py", "pctr_monitor.py"])
+def test_dag_files_import_no_heavy_modules(dag_file: str) -> None:
     probe = (
         "import importlib.util, json, sys\n"
-        f"spec = importlib.util.spec_from_file_location('pctr_daily', {str(REPO / 'dags' / 'pctr_daily.py')!r})\n"
+        f"spec = importlib.util.spec_from_file_location('dag', {str(REPO / 'dags' / dag_file)!r})\n"
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
         f"print(json.dumps([m for m in {list(HEAVY_MODULES)!r} if m in sys.modules]))\n"
     )

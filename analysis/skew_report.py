@@ -30,13 +30,13 @@ exactly the lag that makes serving differ from training.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core import raw_logs
 from core.config import PctrConfig
 from core.io import Stats, write_stats
 from core.layout import Layout
@@ -68,41 +68,15 @@ def served_log_dir(cfg: PctrConfig, ds: str) -> Path:
 
 
 def read_served_log(cfg: PctrConfig, ds: str) -> tuple[pd.DataFrame, int]:
-    """All served impressions of ds as a frame (``ts`` parsed to UTC), and the count of unusable lines.
-
-    A line that is not a JSON object with a parseable ``ts`` and a ``served_features`` object (e.g. a
-    line torn by a crash) is skipped and counted rather than failing the report.
-    """
-    import pandas as pd
-
+    """All served impressions of ds as a frame (``ts`` parsed to UTC), and the count of unusable lines
+    (``core.raw_logs.read_served_log``); raises ``FileNotFoundError`` when the service logged nothing for ds."""
     directory = served_log_dir(cfg, ds)
-    files = sorted(directory.glob("*.jsonl"))
-    if not files:
+    if not any(directory.glob("*.jsonl")):
         raise FileNotFoundError(
             f"no served log for ds={ds}: {directory} holds no *.jsonl files; the ranking service "
             f"(`pctr serve`) writes them while it serves traffic on that UTC day"
         )
-    records, malformed = [], 0
-    for path in files:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    malformed += 1
-                    continue
-                if isinstance(record, dict) and isinstance(record.get(SERVED_FEATURES), dict) and "ts" in record:
-                    records.append(record)
-                else:
-                    malformed += 1
-    log = pd.DataFrame.from_records(records)
-    if log.empty:
-        return log, malformed
-    log["ts"] = pd.to_datetime(log["ts"], utc=True, format="ISO8601", errors="coerce").astype("datetime64[us, UTC]")
-    valid = log["ts"].notna().to_numpy()
-    return log[valid].reset_index(drop=True), malformed + int((~valid).sum())
+    return raw_logs.read_served_log(directory)
 
 
 def offline_batch_values(cfg: PctrConfig, log: pd.DataFrame) -> pd.DataFrame:

@@ -238,14 +238,22 @@ class MonitorConfig(BaseModel):
     max_psi: float = 0.25
     # Kolmogorov-Smirnov statistic per numeric feature
     max_ks: float = 0.2
-    # observed/expected clicks of the served predictions, overall and per segment with enough impressions
+    # observed/expected clicks of the served predictions, overall and per segment with enough impressions,
+    # widened by oe_noise_z standard deviations of a calibrated model's O/E on those impressions (1,000
+    # impressions at 1.5% CTR hold 15 clicks: a calibrated O/E strays by 0.26 there)
     oe_band: tuple[float, float] = (0.8, 1.25)
+    oe_noise_z: float = 3.0
+    # ECE as a share of the base rate, plus ece_noise_multiple times the ECE a calibrated model shows there
     max_relative_ece: float = 0.25
+    ece_noise_multiple: float = 2.0
+    # fewer served (or, for calibration, labelled) impressions than this are reported but not gated: noise
     min_segment_impressions: int = Field(1000, ge=1)
-    # staleness: the live bundle, each online feature view and the newest joined hour
+    # staleness: the live bundle, each online feature view and the newest joined partition (from the end of
+    # the data it holds). With daily partitions only, the newest day's age peaks at 24 h + the attribution
+    # window + the join's own time, just before the next day is joined; hourly partitions would allow ~12.
     max_bundle_age_hours: float = 48.0
     max_feature_age_hours: float = 48.0
-    max_joined_age_hours: float = 12.0
+    max_joined_age_hours: float = 36.0
 
 
 class SparkConfig(BaseModel):

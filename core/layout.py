@@ -206,6 +206,10 @@ class Layout:
     def served_log(self) -> Path:
         return self.home / "serving" / "served"
 
+    def monitor_report(self, hour: str) -> Path:
+        """The monitor's report of the hour ``YYYY-MM-DDTHH`` (HTML, plots and its ``_stats.json``)."""
+        return self.reports / "monitor" / hour
+
     @property
     def demo(self) -> Path:
         return self.home / "demo"

@@ -3,7 +3,8 @@ completion markers, the check that raw files read through, and the reader of raw
 
 The impression schema is defined here once: the join reads it (``IMPRESSION_FIELDS``), the simulator
 writes its JSON lines with these keys in this order (``IMPRESSION_RECORD_KEYS``), and the service's
-served log (``serving.served_log``) writes the same fields, so the same readers take both.
+served log (``serving.served_log``) writes the same fields, so the same readers take both; its records
+are read back by ``read_served_log`` (the skew report, the monitor).
 
 Raw logs land in hour partitions (``Layout.raw_hour``). The log writer puts ``COMPLETE_MARKER`` in an
 hour once every file of that hour is written, and last: a reader that sees the marker sees the whole hour.
@@ -12,6 +13,7 @@ hour once every file of that hour is written, and last: a reader that sees the m
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import zlib
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from core.layout import Layout
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import Column, DataFrame, SparkSession
 
     from core.config import PctrConfig
@@ -191,6 +194,38 @@ def copy_unreadable(raw_file: RawFile, layout: Layout, dest: Path) -> Path:
     shutil.copyfile(raw_file.path, target)
     target.with_name(target.name + ".reason").write_text(f"{raw_file.hour}: {raw_file.error}\n")
     return target
+
+
+def read_served_log(directory: Path) -> tuple[pd.DataFrame, int]:
+    """The served impressions in the ``*.jsonl`` files of ``directory`` (a served-log day: ``Layout.served_log /
+    dt=D``) as a frame, ``ts`` parsed to UTC, and the count of unusable lines (an empty frame without files).
+
+    A line that is not a JSON object with a parseable ``ts`` and a ``served_features`` object (e.g. a
+    line torn by a crash) is skipped and counted rather than failing the reader.
+    """
+    import pandas as pd
+
+    records, malformed = [], 0
+    for path in sorted(directory.glob("*.jsonl")):
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    malformed += 1
+                    continue
+                if isinstance(record, dict) and isinstance(record.get(SERVED_FEATURES), dict) and "ts" in record:
+                    records.append(record)
+                else:
+                    malformed += 1
+    log = pd.DataFrame.from_records(records)
+    if log.empty:
+        return log, malformed
+    log["ts"] = pd.to_datetime(log["ts"], utc=True, format="ISO8601", errors="coerce").astype("datetime64[us, UTC]")
+    valid = log["ts"].notna().to_numpy()
+    return log[valid].reset_index(drop=True), malformed + int((~valid).sum())
 
 
 def read_raw_events(spark: SparkSession, paths: list[str], fields: tuple[tuple[str, str], ...]) -> DataFrame:

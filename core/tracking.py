@@ -19,17 +19,18 @@ def tracking_uri(cfg: PctrConfig) -> str:
     return f"sqlite:///{Layout(cfg.home).mlflow_db}"
 
 
-def mlflow_client(cfg: PctrConfig) -> Any:
-    """Point MLflow at this home's store (sqlite + local artifacts unless configured otherwise)."""
+def mlflow_client(cfg: PctrConfig, experiment: str = EXPERIMENT) -> Any:
+    """Point MLflow at this home's store (sqlite + local artifacts unless configured otherwise), runs going
+    to ``experiment`` (created on first use)."""
     import mlflow
 
     layout = Layout(cfg.home)
     layout.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri(cfg))
     mlflow.set_registry_uri(tracking_uri(cfg))
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        mlflow.create_experiment(EXPERIMENT, artifact_location=layout.mlflow_artifacts.as_uri())
-    mlflow.set_experiment(EXPERIMENT)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=layout.mlflow_artifacts.as_uri())
+    mlflow.set_experiment(experiment)
     return mlflow.MlflowClient()
 
 

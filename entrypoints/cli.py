@@ -1,8 +1,9 @@
 """``pctr``: one command per pipeline stage, plus simulate, run-day, run-hour, backfill, serve, promote and rollback.
 
-Stage commands take ``--ds YYYY-MM-DD`` (those of the hourly refresh also an hour, ``YYYY-MM-DDTHH``); with
-``--json`` the last stdout line is the stage summary as one JSON object (the same object the stage writes as
-``_stats.json``). A failing stage prints one line naming the reason on stderr and exits non-zero.
+Stage commands take ``--ds YYYY-MM-DD`` (those of the hourly refresh also an hour, ``YYYY-MM-DDTHH``; the
+monitor ``--hour YYYY-MM-DDTHH``); with ``--json`` the last stdout line is the stage summary as one JSON object
+(the same object the stage writes as ``_stats.json``). A failing stage prints one line naming the reason on
+stderr and exits non-zero.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from core.config import load_config
 from core.layout import parse_ds, parse_hour
 from core.raw_logs import IncompleteLogsError, UnreadableRawFileError
 from entrypoints.local_runner import run_day
-from jobs.pipeline import DAILY_STAGES, HOURLY_STAGES, STAGES_BY_NAME, run_stage
+from jobs.pipeline import DAILY_STAGES, HOURLY_STAGES, MONITOR_STAGES, STAGES_BY_NAME, run_stage
+from simulator.traffic import DRIFT_KINDS, Drift
 
 EXPECTED_ERRORS = (
     ConnectionError, FileNotFoundError, LookupError, ValueError, IncompleteLogsError, UnreadableRawFileError,
@@ -58,15 +60,25 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
 def _cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     from simulator import logs
 
+    if (args.drift_from is None) != (args.drift is None):
+        raise ValueError("--drift-from and --drift go together: the day the world changes and how")
+    drift = None if args.drift is None else Drift(parse_ds(args.drift_from), frozenset(args.drift))
     return logs.run(
         load_config(), start=args.start, days=args.days, scale=args.scale, seed=args.seed, faults=args.faults,
-        until_hour=args.until_hour,
+        until_hour=args.until_hour, drift=drift,
     )  # fmt: skip
 
 
 def _cmd_stage(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]:
     def command(args: argparse.Namespace) -> dict[str, Any]:
         return run_stage(load_config(), name, args.ds)
+
+    return command
+
+
+def _cmd_hourly_stage(name: str) -> Callable[[argparse.Namespace], dict[str, Any]]:
+    def command(args: argparse.Namespace) -> dict[str, Any]:
+        return run_stage(load_config(), name, args.hour)
 
     return command
 
@@ -150,10 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--faults", type=float, default=0.0, help="fraction of faulty records to inject")
     p.add_argument("--until-hour", type=int, default=None, help="write the last day only through this hour (0-23)")
+    p.add_argument("--drift-from", type=_ds, default=None, help="the first day of a drifted world (with --drift)")
+    p.add_argument(
+        "--drift", action="append", choices=DRIFT_KINDS, default=None,
+        help="what drifts from --drift-from: traffic (the request mix) or clicks (the true click rate); repeatable",
+    )  # fmt: skip
 
     hourly = {stage.name for stage in HOURLY_STAGES}
     for stage in STAGES_BY_NAME.values():
-        if stage.module == "jobs.validate":
+        if stage.module == "jobs.validate" or stage in MONITOR_STAGES:  # a validate command; the monitor's --hour
             continue
         period = _ds_or_hour if stage.name in hourly else _ds
         add(stage.command, _cmd_stage(stage.name), stage.help).add_argument(
@@ -162,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
             required=True,
             help="YYYY-MM-DD" + (" or an hour, YYYY-MM-DDTHH" if period is _ds_or_hour else ""),
         )
+    for stage in MONITOR_STAGES:
+        help_ = f"{stage.help} (the hours up to the end of --hour, UTC)"
+        add(stage.command, _cmd_hourly_stage(stage.name), help_).add_argument("--hour", type=_hour, required=True)
     p = add("validate", _cmd_validate, "Great Expectations gate on raw or joined data of ds")
     p.add_argument("--ds", type=_ds, required=True)
     p.add_argument("--stage", choices=("raw", "joined"), required=True)

@@ -1,5 +1,6 @@
 """The daily and hourly pipelines as ordered lists of stages: one definition for the CLI, the local runner and
 the DAGs. A stage that both run is one module: ``run(cfg, ds)`` takes a day, or an hour ``YYYY-MM-DDTHH``.
+The monitor's stage runs per hour too (``MONITOR_STAGES``).
 
 This module must stay cheap to import (the Airflow DAG file imports it): stage modules are imported
 only when a stage runs.
@@ -96,11 +97,19 @@ HOURLY_STAGES: tuple[Stage, ...] = (
     Stage("register", "jobs.register", ("evaluate",), help="MLflow run and version (cadence=hourly), alias"),
     Stage("publish", "jobs.publish", ("register",), help="serving bundle and atomic CURRENT flip", asset=BUNDLE),
 )
-STAGES_BY_NAME = {s.name: s for s in (*HOURLY_STAGES, *DAILY_STAGES)}  # a shared stage: the daily one
+# pctr_monitor's: run per hour, on the served traffic of the hours before its end
+MONITOR_STAGES: tuple[Stage, ...] = (
+    Stage(
+        "monitor",
+        "jobs.monitor",
+        help="drift of the served features, calibration of the served pCTRs, staleness; fails on a crossed threshold",
+    ),
+)
+STAGES_BY_NAME = {s.name: s for s in (*HOURLY_STAGES, *DAILY_STAGES, *MONITOR_STAGES)}  # a shared stage: the daily one
 
 
 def run_stage(cfg: PctrConfig, name: str, ds: str, keep_spark: bool = False) -> Stats:
-    """Run one stage of ds and return its summary (also written as ``_stats.json``).
+    """Run one stage of ds (an hour for a monitor stage) and return its summary (also written as ``_stats.json``).
 
     A Spark session the stage opened is stopped, JVM included, when it returns (unless ``keep_spark``,
     for a next stage in this process that uses Spark too): the local runner and an Airflow task

@@ -45,7 +45,15 @@ from core.io import write_atomic
 from core.layout import Layout, ds_range, parse_ds, shift_ds
 from core.raw_logs import COMPLETE_MARKER, IMPRESSION_RECORD_KEYS, RAW_EVENTS, SERVED_FEATURES, RawHour, day_hours
 from simulator import world as sw
-from simulator.traffic import CONVERSION_CAP_MS, HOUR_MS, DayLog, click_cap_ms, click_delays_ms, simulate_day
+from simulator.traffic import (
+    CONVERSION_CAP_MS,
+    HOUR_MS,
+    DayLog,
+    Drift,
+    click_cap_ms,
+    click_delays_ms,
+    simulate_day,
+)
 
 FAULT_KINDS = ("malformed", "duplicate", "orphan_click", "out_of_range")
 MODEL_VERSION = "sim-legacy"
@@ -62,10 +70,12 @@ def run(
     seed: int | None = None,
     faults: float = 0.0,
     until_hour: int | None = None,
+    drift: Drift | None = None,
 ) -> dict[str, Any]:
     """Simulate ``days`` days from ``start`` into ``cfg.home`` and return JSON-able stats.
 
     ``faults`` is the fraction of impression lines that are corrupted, split evenly over ``FAULT_KINDS``.
+    ``drift`` changes the world from its day on (the days before it are written as without it).
     ``until_hour``: the last day is written only through this hour (0-23; see the module docstring). The
     per-day counts are of the simulated day, whatever part of it is written (``written_through_hour``).
     """
@@ -87,12 +97,13 @@ def run(
     for i, ds in enumerate(ds_range(start, days)):
         if i == 0:
             _write_users(layout, world, ds)
-        log = simulate_day(world, cfg, ds, seed, per_day)
+        log = simulate_day(world, cfg, ds, seed, per_day, drift)
         through_hour = until_hour if i == days - 1 and until_hour is not None else 23
         per_day_stats[ds] = _write_day(layout, world, cfg, log, seed, faults, through_hour)
     totals = {k: sum(s[k] for s in per_day_stats.values()) for k in ("impressions", "clicks", "conversions")}
     return {
         "start": start, "days": days, "scale": scale, "seed": seed, "faults": faults,
+        "drift": None if drift is None else {"from": drift.start.isoformat(), "kinds": sorted(drift.kinds)},
         "rows": {**totals, "users": world.n_users, "ads": sum(s["catalog_ads"] for s in per_day_stats.values())},
         "per_day": per_day_stats,
         "mean_true_ctr": float(np.mean([s["mean_true_ctr"] for s in per_day_stats.values()])),

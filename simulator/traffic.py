@@ -3,10 +3,12 @@ probability, and the clicks and conversions that follow them (``simulate_day``).
 
 Drawn from a generator seeded by (seed, day) over a world that does not depend on the simulated dates
 (``simulator.world``): a day always draws the same traffic. ``simulator.logs`` writes it as raw logs.
+A ``Drift`` changes the traffic or the click model from its day on; earlier days draw what they draw without it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -24,6 +26,29 @@ CONVERSION_RATE = 0.05
 CONVERSION_CAP_MS = 72 * 3_600_000
 # seeds the day's generator with the seed and the day; simulator.logs draws its faults under a tag of its own
 _TAG_DAY = 3
+
+
+DRIFT_KINDS = ("traffic", "clicks")
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A change of the world from day ``start`` on (``DRIFT_KINDS``; see ``simulator.world``'s ``DRIFT_*``).
+
+    ``traffic`` shifts the mix of requests: placements and users (the features served drift). ``clicks``
+    lifts the true click rate while the legacy server's estimate stays as it was (served pCTRs under-predict).
+    """
+
+    start: dt.date
+    kinds: frozenset[str]
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.kinds) - set(DRIFT_KINDS))
+        if unknown or not self.kinds:
+            raise ValueError(f"drift kinds must be some of {', '.join(DRIFT_KINDS)}; got {sorted(self.kinds)}")
+
+    def on(self, day: dt.date, kind: str) -> bool:
+        return day >= self.start and kind in self.kinds
 
 
 @dataclass
@@ -50,17 +75,22 @@ class DayLog:
     conv_value: np.ndarray
 
 
-def simulate_day(world: sw.World, cfg: PctrConfig, ds: str, seed: int, n: int) -> DayLog:
-    """Draw ``n`` impressions of day ``ds`` as a legacy (non-ML) ad server would have served them."""
+def simulate_day(world: sw.World, cfg: PctrConfig, ds: str, seed: int, n: int, drift: Drift | None = None) -> DayLog:
+    """Draw ``n`` impressions of day ``ds`` as a legacy (non-ML) ad server would have served them, in a world
+    changed by ``drift`` if ds is on or after its day."""
     day = parse_ds(ds)
+    traffic_drift = drift is not None and drift.on(day, "traffic")
+    click_drift = drift is not None and drift.on(day, "clicks")
     rng = np.random.default_rng([seed, _TAG_DAY, day.toordinal()])
     start_ms = sw.day_ms(day)
     weight = world.activity * (world.signup_ms < start_ms)
+    if traffic_drift:
+        weight = weight * np.where(world.device == sw.DEVICES.index("web"), sw.DRIFT_WEB_ACTIVITY, 1.0)
     if not weight.any():
         raise ValueError(f"no simulated user has signed up by {ds}")
 
     # Requests: one user, time, placement each, with several ad slots; truncated to exactly n slots.
-    placement = rng.choice(len(sw.PLACEMENTS), n, p=sw.PLACEMENT_P)
+    placement = rng.choice(len(sw.PLACEMENTS), n, p=sw.DRIFT_PLACEMENT_P if traffic_drift else sw.PLACEMENT_P)
     slots = 1 + rng.binomial(np.array(sw.MAX_SLOTS)[placement] - 1, 0.4)
     n_req = int(np.searchsorted(np.cumsum(slots), n)) + 1
     placement, slots = placement[:n_req], slots[:n_req]
@@ -84,7 +114,7 @@ def simulate_day(world: sw.World, cfg: PctrConfig, ds: str, seed: int, n: int) -
     position = np.arange(n) - req_start[req] + 1
     slot = sw.slot_terms(user, ad, position)
     z = base + slot["position"] + slot["fatigue"]
-    intercept = sw.solve_intercept(z, cfg.simulation.base_ctr)
+    intercept = sw.solve_intercept(z, cfg.simulation.base_ctr * (sw.DRIFT_CTR_LIFT if click_drift else 1.0))
     p_click = sw.sigmoid(intercept + z)
     clicked = rng.random(n) < p_click
     click_ms = np.full(n, -1, dtype=np.int64)

@@ -57,6 +57,12 @@ USER_BIAS_SD = 0.45
 AD_QUALITY_SD = 0.4  # around the advertiser's quality
 RELEVANT_SHARE = 0.85  # the legacy server's share of interest-targeted (vs random) ads
 HOUR_VOLUME = (1 + 0.6 * np.sin(2 * np.pi * (np.arange(24) - 9) / 24)) / 24
+# Drift from a given day (simulator.traffic.Drift), for the monitor to find. "traffic": the request mix
+# moves towards stories and reels, and web users come this many times as often (a desktop campaign);
+# "clicks": users click this many times as often as before, which no estimate fitted before knows.
+DRIFT_PLACEMENT_P = (0.25, 0.25, 0.15, 0.35)
+DRIFT_WEB_ACTIVITY = 4.0
+DRIFT_CTR_LIFT = 1.5
 
 _TAG_WORLD, _TAG_ADS, _TAG_CONTEXT = 1, 2, 5
 

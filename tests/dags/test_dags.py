@@ -7,10 +7,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from jobs.pipeline import BUNDLE, DAILY_STAGES, HOURLY_STAGES, JOINED_DAY, Stage
+from jobs.pipeline import BUNDLE, DAILY_STAGES, HOURLY_STAGES, JOINED_DAY, MONITOR_STAGES, Stage
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY_MODULES = (
@@ -40,7 +41,7 @@ DAG_FILES = sorted(path for path in (REPO / "dags").glob("pctr_*.py"))
 
 def test_dag_folder_imports_without_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {path.stem for path in DAG_FILES} >= {"pctr_daily", "pctr_hourly"}
+    assert set(dagbag.dag_ids) == {path.stem for path in DAG_FILES} == {"pctr_daily", "pctr_hourly", "pctr_monitor"}
 
 
 def test_pctr_hourly_is_wired_from_its_stage_list_and_closes_the_hour_whose_window_ended(dagbag) -> None:
@@ -120,6 +121,25 @@ def test_the_sensor_callable_imports_no_heavy_modules(tmp_path: Path) -> None:
     env = {**os.environ, "PCTR_HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO, env=env)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, []]
+
+
+def test_pctr_monitor_runs_the_monitor_stage_on_the_hour_that_has_just_ended(dagbag) -> None:
+    import pendulum
+    from airflow.sdk.execution_time import macros
+
+    from jobs.pipeline import run_stage_task
+
+    dag = dagbag.dags["pctr_monitor"]
+    assert [t.task_id for t in dag.tasks] == [s.name for s in MONITOR_STAGES] == ["monitor"]
+    task = dag.get_task("monitor")
+    assert task.python_callable is run_stage_task and task.retries == 0
+    assert dag.catchup is False
+    for run_after in (pendulum.datetime(2026, 11, 7, 6, tz="UTC"), pendulum.datetime(2026, 11, 7, 6, 20, tz="UTC")):
+        context = {"dag_run": SimpleNamespace(run_after=run_after), "macros": macros}
+        assert task.render_template(task.op_kwargs, context) == {"name": "monitor", "ds": "2026-11-07T05"}
+    # every hour, and when either DAG publishes a bundle
+    assert {asset.name for asset in dag.timetable.asset_condition.objects} == {BUNDLE}
+    assert dag.timetable.timetable.expression == "0 * * * *"
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda path: path.stem)

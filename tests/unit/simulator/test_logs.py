@@ -20,6 +20,7 @@ from core.config import PctrConfig, load_config
 from core.layout import Layout, day_bounds, ds_range, shift_ds
 from core.raw_logs import COMPLETE_MARKER, IMPRESSION_RECORD_KEYS, RAW_EVENTS, RawHour
 from simulator import logs
+from simulator.traffic import Drift
 from simulator.world import World
 
 START = "2026-11-20"
@@ -312,3 +313,30 @@ def test_faults_are_injected_per_kind_and_detectable(
     real = truth[truth["fault"] != "orphan_click"].set_index("impression_id")
     assert real["p_click"].equals(clean_truth.loc[real.index, "p_click"])
     assert real["click_ts"].equals(clean_truth.loc[real.index, "click_ts"])
+
+
+def test_a_drift_changes_its_day_on_and_leaves_the_days_before_byte_identical(
+    clean: tuple[PctrConfig, dict], tmp_path: Path
+) -> None:
+    cfg, stats = clean
+    second = shift_ds(START, 1)
+    drift = Drift(dt.date.fromisoformat(second), frozenset({"traffic", "clicks"}))
+    _, drifted_stats = _simulate(tmp_path, drift=drift)
+
+    def of_first_day(tree: dict[str, bytes]) -> dict[str, bytes]:
+        """Every file but those the second day's traffic writes (its impressions, truth, and clicks and conversions)."""
+        drawn_on_second = (f"impressions/dt={second}/", f"truth/dt={second}/", f"part-from-{second}")
+        return {path: data for path, data in tree.items() if not any(part in path for part in drawn_on_second)}
+
+    expected, drifted = _tree(cfg.home), _tree(tmp_path)
+    assert any(f"part-from-{START}" in path and f"dt={second}" in path for path in expected)  # late clicks compared
+    assert of_first_day(drifted) == of_first_day(expected)
+    assert drifted_stats["drift"] == {"from": second, "kinds": ["clicks", "traffic"]}
+    day = drifted_stats["per_day"][second]
+    assert day["click_rate"] > 1.3 * stats["per_day"][second]["click_rate"]
+
+    def reels_share(home: Path) -> float:
+        impressions = _impressions(load_config(home=home))
+        return float((impressions[impressions["ts"].str.startswith(second)]["placement"] == "reels").mean())
+
+    assert reels_share(tmp_path) > 2 * reels_share(cfg.home)

@@ -133,7 +133,11 @@ class Layout:
         if not is_hour(key):
             return self.home / "data" / name / f"dt={key}"
         start = parse_hour(key)
-        return self.home / "data" / "hourly" / name / f"dt={start.date().isoformat()}" / f"hour={start.hour:02d}"
+        return self.hourly(name) / f"dt={start.date().isoformat()}" / f"hour={start.hour:02d}"
+
+    def hourly(self, name: str) -> Path:
+        """The tree of ``name``'s hour partitions (``joined``, ``eval_sample``, ``labelled``, ``quarantine``)."""
+        return self.home / "data" / "hourly" / name
 
     def joined(self, ds: str | None = None) -> Path:
         return self._partition("joined", ds)

@@ -221,6 +221,18 @@ def hourly_run(cfg: PctrConfig, hour: str) -> DagRun:
     )  # fmt: skip
 
 
+def monitor_run(ds: str) -> DagRun:
+    """The pctr_monitor run after the demo's requests (noon of the serving day): the one at 13:00, watching to 12:59."""
+    return DagRun(
+        "pctr_monitor", f"{serving_day(ds)}T13:00:00+00:00", ("monitor",), about=f", watching up to {monitor_hour(ds)}",
+        log_suffix="_monitor", phase_prefix="monitor ",
+    )  # fmt: skip
+
+
+def monitor_hour(ds: str) -> str:
+    return f"{serving_day(ds)}T12"
+
+
 def demo_hours(ds: str) -> list[str]:
     """The hours the demo's hourly runs close after the closed day ds: the first of the next day."""
     start = day_bounds(shift_ds(ds, 1))[0]
@@ -307,6 +319,16 @@ def serve_and_rank(cfg: PctrConfig, ds: str, children: ChildProcesses) -> dict[s
         children.stop(proc, grace=30.0)  # the service writes its served log on the way out: give it time
 
 
+def task_summary(task: dict[str, Any], peak_memory_mib: float | None) -> dict[str, Any]:
+    """A task in the summary: ``ok`` or its final state, the seconds of its process and its peak memory."""
+    state = task.get("state")
+    return {
+        "status": "ok" if state == "success" else state,
+        "seconds": task.get("seconds"),
+        "peak_memory_mib": peak_memory_mib,
+    }
+
+
 def summarise(
     cfg: PctrConfig, ds: str, tasks: dict[str, dict[str, Any]], peaks: dict[str, float], served: dict[str, Any]
 ) -> dict[str, Any]:
@@ -322,14 +344,7 @@ def summarise(
     evaluation = load_evaluation(cfg, ds)
     registered = read_json(layout.stage_output("register", ds) / "_stats.json")
     retrieval = read_json(retrieval_dir(cfg, ds) / "_stats.json")
-    stages = {}
-    for stage in DAILY_STAGES:
-        task = tasks.get(stage.name, {})
-        stages[stage.name] = {
-            "status": "ok" if task.get("state") == "success" else task.get("state"),
-            "seconds": task.get("seconds"),
-            "peak_memory_mib": peaks.get(stage.name),
-        }
+    stages = {stage.name: task_summary(tasks.get(stage.name, {}), peaks.get(stage.name)) for stage in DAILY_STAGES}
     return {
         "ds": ds,
         "stages": stages,
@@ -359,13 +374,7 @@ def summarise_hourly(
     return {
         "hour": hour,
         "stages": {
-            stage.name: {
-                "status": "ok"
-                if tasks.get(stage.name, {}).get("state") == "success"
-                else tasks.get(stage.name, {}).get("state"),
-                "seconds": tasks.get(stage.name, {}).get("seconds"),
-                "peak_memory_mib": peaks.get(f"{prefix}{stage.name}"),
-            }
+            stage.name: task_summary(tasks.get(stage.name, {}), peaks.get(f"{prefix}{stage.name}"))
             for stage in HOURLY_STAGES
         },
         "seconds": round(sum(task.get("seconds") or 0.0 for task in tasks.values()), 1),
@@ -377,6 +386,35 @@ def summarise_hourly(
         "promoted": registered["promoted"],
         "promotion": registered["promotion"],
         "champion": registered["champion_version"],
+    }
+
+
+def summarise_monitor(
+    cfg: PctrConfig, ds: str, tasks: dict[str, dict[str, Any]], peaks: dict[str, float]
+) -> dict[str, Any]:
+    """The monitor run in the summary: its task, the figures it gated on and its report."""
+    hour = monitor_hour(ds)
+    stats = read_json(Layout(cfg.home).monitor_report(hour) / "_stats.json")
+    psi = {name: d["psi"] for name, d in stats["drift"].items()}
+    top = max(psi, key=psi.__getitem__) if psi else None
+    overall = stats["calibration"]["overall"]
+    staleness = stats["staleness"]
+    return {
+        "hour": hour,
+        **task_summary(tasks.get("monitor", {}), peaks.get("monitor monitor")),
+        "bundle": stats["bundle"],
+        "served_impressions": stats["served_impressions"],
+        "drift_gated": stats["served_impressions"] >= cfg.monitor.min_segment_impressions,
+        "max_psi": {"feature": top, "psi": psi[top]} if top else None,
+        "labelled_served_impressions": overall["count"],
+        "served_oe_ratio": overall.get("oe_ratio"),
+        "staleness_hours": {
+            "bundle": staleness["bundle"]["age_hours"],
+            "joined": staleness["joined"]["age_hours"],
+            **{name: view["age_hours"] for name, view in staleness["feature_views"].items()},
+        },
+        "breaches": stats["breaches"],
+        "report": stats["report"],
     }
 
 
@@ -416,12 +454,14 @@ def run_demo(cfg: PctrConfig, scale: str, children: ChildProcesses, memory: Peak
         hourly = {
             hour: run_dag_with_airflow(cfg, hourly_run(cfg, hour), api, children, memory) for hour in demo_hours(ds)
         }
+        memory.begin("serve")
+        served = serve_and_rank(cfg, ds, children)
+        memory.end("serve")
+        monitored = run_dag_with_airflow(cfg, monitor_run(ds), api, children, memory)
     finally:
         children.stop(api.proc)
-    memory.begin("serve")
-    served = serve_and_rank(cfg, ds, children)
-    memory.end("serve")
     summary = summarise(cfg, ds, tasks, memory.phase_peaks_mib, served)
+    summary["monitor"] = summarise_monitor(cfg, ds, monitored, memory.phase_peaks_mib)
     summary["hourly"] = [summarise_hourly(cfg, hour, tasks, memory.phase_peaks_mib) for hour, tasks in hourly.items()]
     if summary["hourly"]:  # what is live once the hourly runs are done: the daily model or a refresh of it
         summary["champion"] = summary["hourly"][-1]["champion"]
@@ -494,6 +534,13 @@ def _print_human(summary: dict[str, Any], path: Path) -> None:
             f"  pctr_hourly {run['hour']}: {run['seconds']} s, AUC {run['metrics']['auc']:.4f} on "
             f"{run['holdout_rows']} rows, version {run['model_version']} {decision} ({run['promotion']})"
         )
+    monitor, psi = summary["monitor"], summary["monitor"]["max_psi"] or {"feature": "-", "psi": 0.0}
+    print(
+        f"  pctr_monitor {monitor['hour']}: {monitor['status']} ({monitor['seconds']} s), "
+        f"{monitor['served_impressions']} served impressions, highest PSI {psi['feature']} {psi['psi']:.3f}"
+        f"{'' if monitor['drift_gated'] else ' (too few to gate)'}, {monitor['labelled_served_impressions']} "
+        f"labelled; report {monitor['report']}"
+    )
     print(f"  FAISS index of {summary['index_size']} ads; retrieval {summary['retrieval']}")
     for user in summary["ranked_users"]:
         print(f"  {user['user_id']}: {', '.join(user['ads'])}")

@@ -32,7 +32,7 @@ import numpy as np
 from core.bundle import current_bundle_dir, read_manifest
 from core.config import MonitorConfig, PctrConfig
 from core.io import Stats, staged_dir, write_stats
-from core.layout import Layout, day_bounds, parse_hour
+from core.layout import Layout, parse_hour, period_bounds
 from core.raw_logs import SERVED_FEATURES, RawHour, read_served_log, readable_files
 from jobs.training_set import split_files
 from models.features import FEAST_ENTITIES, FEATURE_ENTITIES, FEATURES
@@ -212,7 +212,7 @@ def served_calibration(closed: pd.DataFrame, users: set[str], ads: set[str]) -> 
 
 def staleness(cfg: PctrConfig, manifest: dict[str, Any], end: dt.datetime) -> dict[str, Any]:
     """Ages in hours at ``end``: the live bundle (its publish), each online feature view (the end of its newest
-    materialised interval; none: never loaded) and the newest joined day (the end of its data) up to ``end``."""
+    materialised interval; none: never loaded) and the newest joined day or hour (the end of its data) up to ``end``."""
     from feature_repo.definitions import view_name
     from feature_repo.store import feature_store
 
@@ -230,17 +230,26 @@ def staleness(cfg: PctrConfig, manifest: dict[str, Any], end: dt.datetime) -> di
             "loaded_until": loaded_until.isoformat() if loaded_until else None,
             "age_hours": age(loaded_until),
         }
-    layout = Layout(cfg.home)
-    days = sorted(p.name.removeprefix("dt=") for p in layout.joined().glob("dt=*") if (p / "_stats.json").exists())
-    joined = [ds for ds in days if day_bounds(ds)[1] <= end]
-    newest = joined[-1] if joined else None
-    newest_end = day_bounds(newest)[1] if newest else None
+    newest = _newest_joined(Layout(cfg.home), end)
+    newest_end = period_bounds(newest)[1] if newest else None
     return {
         "bundle": {"version": manifest["version"], "published_at": published.isoformat(), "age_hours": age(published)},
         "feature_views": views,
         "joined": {"newest": newest, "data_end": newest_end.isoformat() if newest_end else None,
                    "age_hours": age(newest_end)},
     }  # fmt: skip
+
+
+def _newest_joined(layout: Layout, end: dt.datetime) -> str | None:
+    """The joined day or hour (``pctr_hourly``'s partitions) whose data ends last, at or before ``end``."""
+    days = [p.name.removeprefix("dt=") for p in layout.joined().glob("dt=*") if (p / "_stats.json").exists()]
+    hours = [
+        f"{p.parent.name.removeprefix('dt=')}T{p.name.removeprefix('hour=')}"
+        for p in layout.hourly("joined").glob("dt=*/hour=*")
+        if (p / "_stats.json").exists()
+    ]
+    closed = [key for key in (*days, *hours) if period_bounds(key)[1] <= end]
+    return max(closed, key=lambda key: period_bounds(key)[1], default=None)
 
 
 def _calibration_breaches(name: str, summary: dict[str, Any], monitor: MonitorConfig) -> list[str]:

@@ -134,8 +134,10 @@ def test_pctr_monitor_runs_the_monitor_stage_on_the_hour_that_has_just_ended(dag
     task = dag.get_task("monitor")
     assert task.python_callable is run_stage_task and task.retries == 0
     assert dag.catchup is False
-    for run_after in (pendulum.datetime(2026, 11, 7, 6, tz="UTC"), pendulum.datetime(2026, 11, 7, 6, 20, tz="UTC")):
-        context = {"dag_run": SimpleNamespace(run_after=run_after), "macros": macros}
+    six, now = pendulum.datetime(2026, 11, 7, 6, tz="UTC"), pendulum.datetime(2026, 12, 7, 15, tz="UTC")
+    # scheduled (or `dags test`, or a backfill): its logical date; triggered by a publish at 06:20: no logical date
+    for logical_date, run_after in ((six, six), (six, now), (None, six.add(minutes=20))):
+        context = {"dag_run": SimpleNamespace(logical_date=logical_date, run_after=run_after), "macros": macros}
         assert task.render_template(task.op_kwargs, context) == {"name": "monitor", "ds": "2026-11-07T05"}
     # every hour, and when either DAG publishes a bundle
     assert {asset.name for asset in dag.timetable.asset_condition.objects} == {BUNDLE}

@@ -199,6 +199,11 @@ class Layout:
         return self.home / "reports"
 
     @property
+    def ui_reports(self) -> Path:
+        """Screenshots of the Airflow and MLflow UIs, one per page the browser test checked."""
+        return self.reports / "ui"
+
+    @property
     def bundles(self) -> Path:
         return self.home / "serving" / "bundles"
 

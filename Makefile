@@ -10,7 +10,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST := $(PY) -m pytest
 
-.PHONY: help setup demo test test-unit test-integration bench ui lint clean redis
+.PHONY: help setup demo test test-unit test-integration bench ui lint clean redis chromium
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-17s %s\n", $$1, $$2}'
@@ -21,13 +21,13 @@ setup: ## create or reuse the cached virtualenv (pins in setup.cfg, Horovod buil
 demo: setup ## simulate days, run pctr_daily through Airflow, serve, rank; writes var/demo/summary.json
 	$(PY) -m entrypoints.demo
 
-test: setup redis ## the whole test suite: unit, DAG integrity, integration on real engines, end to end
+test: setup redis chromium ## the whole test suite: unit, DAG integrity, integration on real engines, end to end
 	$(PYTEST)
 
 test-unit: setup ## fast unit tests only
 	$(PYTEST) tests/unit tests/dags
 
-test-integration: setup redis ## integration and end-to-end tests (real Spark, Feast, MLflow, Horovod, Airflow)
+test-integration: setup redis chromium ## integration and end-to-end tests (real Spark, Feast, MLflow, Horovod, Airflow)
 	$(PYTEST) tests/integration tests/e2e
 
 bench: setup redis ## benchmarks, oracle-gap bound, model quality, service under load, an hourly run (on make demo's home)
@@ -47,6 +47,9 @@ lint: setup ## ruff, and import-linter's layer contracts (setup.cfg)
 
 redis: ## install and start redis-server on loopback for the Redis online-store test
 	@.ci/redis.sh
+
+chromium: ## install Debian's chromium and chromium-driver for the UI test (headless Chromium)
+	@.ci/chromium.sh
 
 clean: ## remove generated state (var/) and caches in the checkout; the cached virtualenv stays
 	rm -rf var .pytest_cache .ruff_cache spark-warehouse metastore_db

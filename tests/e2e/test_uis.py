@@ -34,6 +34,7 @@ from core.layout import Layout, shift_ds
 from core.processes import ChildProcesses
 from core.tracking import EXPERIMENT
 from entrypoints.airflow_local import REPO, airflow, free_port, wait_http_ready
+from entrypoints.demo import DEMO_HOURLY_RUNS as HOURLY_RUNS
 from jobs.evaluate import SUMMARY_METRICS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -256,8 +257,8 @@ def test_mlflow_shows_the_registered_models_versions_and_aliases(uis: Uis, brows
     expected = {f"Version {v['version']}": set() for v in versions}
     for alias in registered.get("aliases", []):
         expected[f"Version {alias['version']}"].add(alias["alias"])
-    # the demo's version 1, and the candidate's: champion is on one of them
-    assert len(expected) == 2 and "Version 1" in expected and {"champion"} in expected.values()
+    # the demo's daily version 1, its hourly refreshes and the candidate's: champion is on one of them
+    assert len(expected) == 2 + HOURLY_RUNS and "Version 1" in expected and {"champion"} in expected.values()
 
     browser.get(f"{uis.mlflow}/#/models/{name}")
     table = _wait(browser).until(_shown((By.CSS_SELECTOR, "[data-testid=model-version-table]")))
@@ -279,7 +280,8 @@ def test_mlflow_compares_two_daily_runs_on_the_gate_metrics(uis: Uis, browser: A
 
     experiment_id = uis.mlflow_api("experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]["experiment_id"]
     versions = uis.mlflow_api("model-versions/search", filter=f"name = '{uis.cfg.model_name}'")["model_versions"]
-    run_ids = [v["run_id"] for v in sorted(versions, key=lambda v: int(v["version"]))]
+    daily = [v for v in versions if {"key": "cadence", "value": "daily"} in v.get("tags", [])]
+    run_ids = [v["run_id"] for v in sorted(daily, key=lambda v: int(v["version"]))]
     assert len(run_ids) == 2
     logged = {
         run_id: {m["key"]: m["value"] for m in uis.mlflow_api("runs/get", run_id=run_id)["run"]["data"]["metrics"]}

@@ -6,7 +6,7 @@ import time
 
 from core.config import PctrConfig
 from core.io import Stats, write_stats, write_text_atomic
-from core.layout import calibrator_path, ranker_dir
+from core.layout import calibrator_path, is_hour, ranker_dir
 from jobs.training_set import load_split
 
 # the ranker and the baseline are calibrated the same way, so their holdout logloss is comparable
@@ -28,10 +28,11 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
             f"the calibration split of {ds} has {len(labels)} rows and {int(labels.sum())} clicks: a calibrator "
             "needs clicked and unclicked rows (an hourly run: raise hourly.calibration_hours)"
         )
-    out: Stats = {"stage": "calibrate", "ds": ds, "method": cfg.train.calibration, "rows": len(calibration)}
+    method = cfg.hourly.calibration if is_hour(ds) else cfg.train.calibration
+    out: Stats = {"stage": "calibrate", "ds": ds, "method": method, "rows": len(calibration)}
     for model, saved_model in MODELS.items():
         scores = Predictor(ranker_dir(cfg, ds) / saved_model).raw_scores(calibration)
-        calibrator = Calibrator.fit(scores, labels, method=cfg.train.calibration, neg_rate=cfg.join.neg_rate)
+        calibrator = Calibrator.fit(scores, labels, method=method, neg_rate=cfg.join.neg_rate)
         write_text_atomic(calibrator_path(cfg, ds, model), calibrator.to_json())
         out[model] = {
             "ece_raw": ece(labels, scores),

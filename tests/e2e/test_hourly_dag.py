@@ -48,6 +48,7 @@ def test_each_run_joins_its_hour_and_trains_on_the_hours_before_from_the_daily_p
     assert sources["holdout"][first] == first and sources["holdout"]["2026-11-06T23"] == "2026-11-06"
     assert list(sources["calibration"]) == [f"2026-11-06T{h:02d}" for h in range(14, 20)]
     assert list(sources["train"]) == [f"2026-11-06T{h:02d}" for h in range(8, 14)]
+    assert read_json(ranker_dir(cfg, second) / "calibration" / "_stats.json")["method"] == "platt"
     trained = read_json(ranker_dir(cfg, second) / "_stats.json")
     assert trained["daily_ds"] == summary["ds"] and trained["daily_version"] == summary["model_version"]
     assert trained["setting"]["learning_rate"] == cfg.hourly.learning_rate and trained["search"] is None

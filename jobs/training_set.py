@@ -38,6 +38,8 @@ from models.features import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
     from models.frames import FeatureStats
@@ -71,40 +73,46 @@ def split_days(cfg: PctrConfig, ds: str) -> dict[str, tuple[str, list[str]]]:
     }
 
 
-def source_partition(layout: Layout, kind: str, period: str) -> str | None:
-    """The partition that holds a day's or an hour's rows of ``kind`` (``joined`` or ``eval_sample``): its own,
-    or for an hour without one, its closed day's; None when neither exists."""
-    partition = layout.joined if kind == "joined" else layout.eval_sample
-    candidates = [period, period_day(period)] if is_hour(period) else [period]
-    return next((key for key in candidates if (partition(key) / "data").exists()), None)
+def _partition(layout: Layout, kind: str) -> Callable[[str], Path]:
+    return layout.joined if kind == "joined" else layout.eval_sample
+
+
+def source_partitions(layout: Layout, kind: str, periods: list[str]) -> dict[str, str]:
+    """Each day or hour that has rows of ``kind`` (``joined`` or ``eval_sample``) -> the partition holding them:
+    its own, or for an hour without one, its closed day's. Periods with neither are left out."""
+    sources = {}
+    for period in periods:
+        candidates = [period, period_day(period)] if is_hour(period) else [period]
+        found = [key for key in candidates if (_partition(layout, kind)(key) / "data").exists()]
+        if found:
+            sources[period] = found[0]
+    return sources
 
 
 def _period_rows(layout: Layout, kind: str, period: str, source: str) -> pd.DataFrame:
     import pandas as pd
 
-    partition = layout.joined if kind == "joined" else layout.eval_sample
-    rows = pd.read_parquet(partition(source) / "data")
+    rows = pd.read_parquet(_partition(layout, kind)(source) / "data")
     if source != period:  # an hour's rows from its day's partition
         start, end = (pd.Timestamp(t) for t in period_bounds(period))
         rows = rows[(rows["ts"] >= start) & (rows["ts"] < end)]
     return _with_category(layout, rows, period_day(period))
 
 
-def entity_rows(layout: Layout, kind: str, days: list[str]) -> pd.DataFrame:
+def entity_rows(layout: Layout, kind: str, days: list[str], sources: dict[str, str] | None = None) -> pd.DataFrame:
     """The split's rows as Feast's entity_df: labels, request features, the ad's category and the event time.
 
-    ``days`` are days, or hours (``source_partition``); those without a partition are left out. The
-    category key of a row is its ad's category in the catalog as of the row's day, the catalog its
-    (user, category) statistics were counted with.
+    ``days`` are days, or hours; ``sources`` (``source_partitions``, looked up if not given) says where their
+    rows are, and those without a partition are left out. The category key of a row is its ad's category
+    in the catalog as of the row's day, the catalog its (user, category) statistics were counted with.
     """
     import pandas as pd
 
-    sources = {d: source_partition(layout, kind, d) for d in days}
-    present = [d for d in days if sources[d] is not None]
-    if not present:
+    sources = source_partitions(layout, kind, days) if sources is None else sources
+    if not sources:
         raise FileNotFoundError(f"no {kind} partitions for {days}: run join-logs for them first")
     columns = [f.name for f in request_features()]  # the join writes request features under their spec names
-    frames = [_period_rows(layout, kind, d, sources[d]) for d in present]
+    frames = [_period_rows(layout, kind, d, source) for d, source in sources.items()]
     rows = pd.concat(frames, ignore_index=True)
     if "neg_rate" not in rows:  # eval samples are not downsampled
         rows["neg_rate"] = 1.0
@@ -185,9 +193,8 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     sources: dict[str, dict[str, str]] = {}
     with staged_dir(layout.training_set(ds)) as scratch:
         for split, (kind, days) in split_days(cfg, ds).items():
-            entity_df = entity_rows(layout, kind, days)
-            found = {d: source_partition(layout, kind, d) for d in days}
-            sources[split] = {d: source for d, source in found.items() if source is not None}
+            sources[split] = source_partitions(layout, kind, days)
+            entity_df = entity_rows(layout, kind, days, sources[split])
             df = store.get_historical_features(entity_df=entity_df, features=service).to_df()
             df = df.sort_values(["ts", "impression_id"], kind="stable").reset_index(drop=True)
             if len(df) != len(entity_df):

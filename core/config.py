@@ -118,10 +118,25 @@ class TrainConfig(BaseModel):
     retrieval_index: Literal["flat", "hnsw"] = "flat"
     calibration: Literal["isotonic", "platt"] = "isotonic"
     horovodrun: str = "horovodrun"
+    # Where horovodrun starts the num_proc workers, as "host:slots" (its -H); empty: this machine, num_proc
+    # slots. Other hosts are reached over ssh (on ssh_port, with ssh_identity_file if given) and must have
+    # this checkout and its virtualenv at the same paths, and the pctr home on shared storage.
+    hosts: tuple[str, ...] = ()
+    ssh_port: int | None = None
+    ssh_identity_file: str | None = None
     # Initialise the ranker from a registered version: an alias (e.g. "champion"; none yet = cold
     # start) or a version number (must exist). None: train from scratch, so reruns do not depend on
     # what was promoted in between.
     warm_start: str | None = None
+
+
+class TrackingConfig(BaseModel):
+    """The MLflow tracking store and model registry."""
+
+    # None: sqlite under the home, artifacts in the home (embedded). A tracking server (`mlflow server` on a
+    # PostgreSQL backend store, e.g. "http://mlflow:5000") keeps runs, the registry and, through its
+    # artifact proxy, the artifacts: every stage and `make ui` then go through it.
+    uri: str | None = None
 
 
 class GateConfig(BaseModel):
@@ -199,6 +214,9 @@ class OrchestrationConfig(BaseModel):
     retries: int = 3
     retry_delay_minutes: int = 30
     max_active_runs: int = 1
+    # Airflow's metadata database (SQLAlchemy URL); None: sqlite under the home, which runs one task at a
+    # time. PostgreSQL (e.g. "postgresql+psycopg2://airflow@db/airflow") lets LocalExecutor run tasks in parallel.
+    database_url: str | None = None
     # The first task waits until every raw hour that ds needs is complete (its clicks arrive until
     # attribution_window_hours after ds), checking this often and giving its worker slot back in between;
     # it fails once this long has passed without them.
@@ -284,6 +302,7 @@ class PctrConfig(BaseSettings):
     features: FeatureConfig = FeatureConfig()
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
+    tracking: TrackingConfig = TrackingConfig()
     serving: ServingConfig = ServingConfig()
     spark: SparkConfig = SparkConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()

@@ -16,20 +16,26 @@ EXPERIMENT = "pctr-daily"
 
 
 def tracking_uri(cfg: PctrConfig) -> str:
-    return f"sqlite:///{Layout(cfg.home).mlflow_db}"
+    """``tracking.uri``, or the embedded store: sqlite in this home."""
+    return cfg.tracking.uri or f"sqlite:///{Layout(cfg.home).mlflow_db}"
 
 
 def mlflow_client(cfg: PctrConfig, experiment: str = EXPERIMENT) -> Any:
-    """Point MLflow at this home's store (sqlite + local artifacts unless configured otherwise), runs going
-    to ``experiment`` (created on first use)."""
+    """Point MLflow at the configured store (``tracking_uri``), runs going to ``experiment`` (created on first use).
+
+    The embedded store keeps artifacts in this home; a tracking server keeps them where it was told to.
+    """
     import mlflow
 
     layout = Layout(cfg.home)
-    layout.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
+    artifact_location = None
+    if cfg.tracking.uri is None:
+        layout.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
+        artifact_location = layout.mlflow_artifacts.as_uri()
     mlflow.set_tracking_uri(tracking_uri(cfg))
     mlflow.set_registry_uri(tracking_uri(cfg))
     if mlflow.get_experiment_by_name(experiment) is None:
-        mlflow.create_experiment(experiment, artifact_location=layout.mlflow_artifacts.as_uri())
+        mlflow.create_experiment(experiment, artifact_location=artifact_location)
     mlflow.set_experiment(experiment)
     return mlflow.MlflowClient()
 

@@ -1,4 +1,4 @@
-"""Airflow on the embedded defaults: sqlite metadata under ``$PCTR_HOME/airflow``, this repo's ``dags/``.
+"""Airflow for pctr: this repo's ``dags/``, metadata in ``orchestration.database_url`` (default: sqlite in the home).
 
 Used by ``make demo`` (``airflow dags test``), ``make ui`` (``airflow standalone``) and the DAG tests.
 Airflow is always started as ``python -m airflow`` with the environment built here, so the CLI, the UI
@@ -63,12 +63,21 @@ def airflow_env(cfg: PctrConfig, parallelism: int = 4) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": str(parallelism),
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(parallelism),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS",
+        **_database_env(cfg),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+    }
+
+
+def _database_env(cfg: PctrConfig) -> dict[str, str]:
+    """Airflow's metadata database: ``orchestration.database_url``, or sqlite in this home."""
+    if cfg.orchestration.database_url:
+        return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": cfg.orchestration.database_url}
+    return {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{Layout(cfg.home).airflow_home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS",
     }
 
 

@@ -36,14 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     env["AIRFLOW__API__BASE_URL"] = f"http://127.0.0.1:{args.airflow_port}"
     children = ChildProcesses(grace=30.0)
     airflow = children.popen([sys.executable, "-m", "airflow", "standalone"], env=env)
-    mlflow = children.popen(
-        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(cfg),
-         "--host", "127.0.0.1", "--port", str(args.mlflow_port)],
-    )  # fmt: skip
-    print(f"Airflow UI: http://127.0.0.1:{args.airflow_port}   MLflow UI: http://127.0.0.1:{args.mlflow_port}")
-    print(f"state: {cfg.home}   (Ctrl-C stops both)", flush=True)
+    if cfg.tracking.uri:  # a tracking server serves its own UI
+        servers, mlflow_url = [airflow], cfg.tracking.uri
+    else:
+        mlflow = children.popen(
+            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(cfg),
+             "--host", "127.0.0.1", "--port", str(args.mlflow_port)],
+        )  # fmt: skip
+        servers, mlflow_url = [airflow, mlflow], f"http://127.0.0.1:{args.mlflow_port}"
+    print(f"Airflow UI: http://127.0.0.1:{args.airflow_port}   MLflow UI: {mlflow_url}")
+    print(f"state: {cfg.home}   (Ctrl-C stops)", flush=True)
     try:
-        while airflow.poll() is None and mlflow.poll() is None:
+        while all(server.poll() is None for server in servers):
             time.sleep(1.0)
     except KeyboardInterrupt:
         pass

@@ -68,17 +68,30 @@ def trained_config(cfg: PctrConfig, ds: str) -> PctrConfig:
 def horovod_command(
     cfg: PctrConfig, config_path: Path, ds: str, warm_start: tuple[Path, Path] | None, search: bool = False
 ) -> list[str]:
-    n = cfg.train.num_proc
     launcher = Path(sys.executable).with_name(cfg.train.horovodrun)
     warm_start_args = (
         ["--init-weights", str(warm_start[0]), "--feature-stats", str(warm_start[1])] if warm_start else []
     )
     return [
         str(launcher if launcher.exists() else cfg.train.horovodrun),
-        "-np", str(n), "-H", f"localhost:{n}", "--gloo",
+        *horovod_placement(cfg), "--gloo",
         sys.executable, "-m", "jobs.train_worker", "--config", str(config_path), "--ds", ds, *warm_start_args,
         *(["--search"] if search else []),
     ]  # fmt: skip
+
+
+def horovod_placement(cfg: PctrConfig) -> list[str]:
+    """horovodrun's options placing ``train.num_proc`` workers on ``train.hosts`` (default: this machine)."""
+    n = cfg.train.num_proc
+    hosts = cfg.train.hosts or (f"localhost:{n}",)
+    slots = sum(int(host.partition(":")[2] or 1) for host in hosts)
+    if slots < n:
+        raise ValueError(f"train.hosts {list(hosts)} offer {slots} slots for train.num_proc={n} workers")
+    ssh = [
+        *(["--ssh-port", str(cfg.train.ssh_port)] if cfg.train.ssh_port else []),
+        *(["--ssh-identity-file", cfg.train.ssh_identity_file] if cfg.train.ssh_identity_file else []),
+    ]
+    return ["-np", str(n), "-H", ",".join(hosts), *ssh]
 
 
 def baseline_command(config_path: Path, ds: str, feature_stats: Path | None) -> list[str]:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from core.config import load_config
-from jobs.train import run_config, search_due
+from jobs.train import horovod_placement, run_config, search_due
 
 RECORD = {"searched_on": "2026-11-06", "learning_rate": 0.003, "embedding_weight_decay": 0.03, "baseline_c": 0.1}
 
@@ -38,3 +38,20 @@ def test_between_searches_the_run_trains_with_the_recorded_setting_and_the_basel
     assert between.baseline_c_values == (0.1,)
     assert run_config(cfg, RECORD, searching=True) == cfg
     assert run_config(cfg, None, searching=False) == cfg
+
+
+def test_workers_go_to_this_machine_unless_hosts_are_given(tmp_path: Path) -> None:
+    assert horovod_placement(load_config(home=tmp_path, train={"num_proc": 2})) == ["-np", "2", "-H", "localhost:2"]
+
+
+def test_workers_go_to_the_configured_hosts_over_ssh(tmp_path: Path) -> None:
+    train = {"num_proc": 3, "hosts": ["pctr-a:2", "pctr-b"], "ssh_port": 2222, "ssh_identity_file": "/k/id"}
+    assert horovod_placement(load_config(home=tmp_path, train=train)) == [
+        "-np", "3", "-H", "pctr-a:2,pctr-b", "--ssh-port", "2222", "--ssh-identity-file", "/k/id",
+    ]  # fmt: skip
+
+
+def test_more_workers_than_the_hosts_slots_are_refused(tmp_path: Path) -> None:
+    cfg = load_config(home=tmp_path, train={"num_proc": 3, "hosts": ["pctr-a:1", "pctr-b:1"]})
+    with pytest.raises(ValueError, match="2 slots for train.num_proc=3"):
+        horovod_placement(cfg)

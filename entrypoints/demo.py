@@ -418,6 +418,12 @@ def summarise_monitor(
     }
 
 
+def join_checksums(cfg: PctrConfig, days: list[str]) -> dict[str, str]:
+    """Each day's joined rows as the join recorded them (order-independent): equal on every Spark master."""
+    layout = Layout(cfg.home)
+    return {ds: read_json(layout.joined(ds) / "_stats.json")["checksum"] for ds in days}
+
+
 def skew_check(cfg: PctrConfig, ds: str) -> dict[str, Any]:
     """``pctr skew-report`` over what the demo just served: batch features must match the offline store."""
     from analysis import skew_report
@@ -466,6 +472,7 @@ def run_demo(cfg: PctrConfig, scale: str, children: ChildProcesses, memory: Peak
     if summary["hourly"]:  # what is live once the hourly runs are done: the daily model or a refresh of it
         summary["champion"] = summary["hourly"][-1]["champion"]
     summary["skew"] = skew_check(cfg, ds)
+    summary["join_checksums"] = join_checksums(cfg, days)
     summary["wall_seconds"] = round(time.time() - started, 1)
     return summary
 

@@ -62,6 +62,8 @@ def test_every_stage_of_the_daily_dag_succeeds(demo_home: Path) -> None:
         assert summary["metrics"][key] is not None, key
     assert 0.0 < summary["metrics"]["auc"] <= 1.0
     assert summary["metrics"]["oracle_auc"] > 0.6
+    # every demo day's joined rows (3 warm-up, 2 training days, validation, the closed day), for comparing runs
+    assert max(summary["join_checksums"]) == summary["ds"] and len(summary["join_checksums"]) == 7
 
 
 def test_the_day_after_the_closed_one_is_simulated_to_the_end_of_its_attribution_window(demo_home: Path) -> None:

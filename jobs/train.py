@@ -100,8 +100,17 @@ def baseline_command(config_path: Path, ds: str, feature_stats: Path | None) -> 
 
 
 def training_env() -> dict[str, str]:
-    """The environment of the training processes: unbuffered output (the epoch lines are echoed as they come)."""
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    """The environment of the training processes: unbuffered output (the epoch lines are echoed as they come).
+
+    horovodrun hands its whole environment to every worker, over ssh too: without this process's own ssh session
+    (if any), a worker's ``SSH_CONNECTION`` is the one it was started through, which it records.
+    """
+    own_session = ("SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY")
+    return {
+        **{key: value for key, value in os.environ.items() if key not in own_session},
+        "PYTHONUNBUFFERED": "1",
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+    }
 
 
 def run_checked(command: list[str], log_path: Path, env: dict[str, str]) -> None:

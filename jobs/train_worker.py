@@ -95,6 +95,7 @@ def main() -> None:
     else:
         _, (model, history), _ = fit(cfg.train, Checkpoints(out / CHECKPOINTS, key))
     ranker_seconds = time.time() - started
+    workers = hvd.allgather_object(_where(hvd))
 
     if hvd.rank() != 0:
         return
@@ -109,6 +110,7 @@ def main() -> None:
             "ranker_seconds": round(ranker_seconds, 2),
             "examples_per_second": examples_per_second(history),
             "saved_model": str(out / "saved_model"),
+            "workers": workers,
         },
     )
 
@@ -135,6 +137,13 @@ def _init_rank(cfg: PctrConfig, hvd: Any) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     keras.utils.set_random_seed(cfg.train.seed + hvd.rank())
+
+
+def _where(hvd: Any) -> dict[str, Any]:
+    """Where this rank ran: its host in horovodrun's ``-H``, and the ssh server address it was started through
+    (None: horovodrun started it on its own machine, without ssh)."""
+    ssh = os.environ.get("SSH_CONNECTION", "").split()  # client address, client port, server address, server port
+    return {"rank": hvd.rank(), "host": os.environ["HOROVOD_HOSTNAME"], "ssh_server": ":".join(ssh[2:]) or None}
 
 
 def _rank_datasets(cfg: PctrConfig, ds: str, hvd: Any) -> tuple[int, Callable[[int, int], tuple[Any, Any]]]:

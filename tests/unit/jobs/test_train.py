@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from core.config import load_config
-from jobs.train import horovod_placement, run_config, search_due
+from jobs.train import horovod_placement, run_config, search_due, training_env
 
 RECORD = {"searched_on": "2026-11-06", "learning_rate": 0.003, "embedding_weight_decay": 0.03, "baseline_c": 0.1}
 
@@ -55,3 +55,12 @@ def test_more_workers_than_the_hosts_slots_are_refused(tmp_path: Path) -> None:
     cfg = load_config(home=tmp_path, train={"num_proc": 3, "hosts": ["pctr-a:1", "pctr-b:1"]})
     with pytest.raises(ValueError, match="2 slots for train.num_proc=3"):
         horovod_placement(cfg)
+
+
+def test_workers_get_the_launchers_environment_without_its_ssh_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSH_CONNECTION", "10.0.0.9 50000 10.0.0.1 22")
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/tmp/agent.sock")  # horovodrun's own ssh may need the agent
+    monkeypatch.setenv("PCTR_HOME", "/shared/pctr")
+    env = training_env()
+    assert "SSH_CONNECTION" not in env
+    assert env["SSH_AUTH_SOCK"] == "/tmp/agent.sock" and env["PCTR_HOME"] == "/shared/pctr"

@@ -30,11 +30,12 @@ test-unit: setup ## fast unit tests only
 test-integration: setup redis chromium ## integration and end-to-end tests (real Spark, Feast, MLflow, Horovod, Airflow)
 	$(PYTEST) tests/integration tests/e2e
 
-bench: setup redis ## benchmarks, oracle-gap bound, model quality, service under load, an hourly run (on make demo's home)
+bench: setup redis ## benchmarks, oracle-gap bound, model quality, service under load, capacity model, an hourly run (on make demo's home)
 	$(PY) -m bench.run
 	$(PY) -m bench.oracle_gap
 	$(PY) -m bench.quality
 	$(PY) -m bench.serving --home $(PCTR_HOME)
+	$(PY) -m bench.capacity --home $(PCTR_HOME)
 	$(PY) -m bench.hourly --home $(PCTR_HOME)
 
 ui: setup ## Airflow UI on :8080 and MLflow UI on :5000 over the state in $PCTR_HOME (Ctrl-C stops both)

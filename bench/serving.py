@@ -16,13 +16,19 @@ same context and 3 slots. Every step lasts ``--seconds`` (the swap runs ``--swap
   500) and keep serving the old version;
 - ``workers``: 32 connections at ``retrieval_k`` 1,000 with 1 and 2 uvicorn workers, both with the
   frequency-cap counts in Redis (``--redis-url``, under a key prefix of this run, deleted afterwards),
-  which 2 workers need.
+  which 2 workers need;
+- ``per_core``: one worker pinned to one core (``taskset``) and wrk to another, at ``retrieval_k`` 1,000
+  and 1, 2, 4, 8 and 16 connections: the requests/s of the most loaded run whose p99 is within
+  ``P99_TARGET_MS`` (``most_loaded_within``; the figure the capacity model, ``bench.capacity``,
+  projects). Needs 2 cores.
 
 A request fails if wrk reports a socket error or timeout, or the service answers anything but 200.
 Repeated requests for one user exhaust its frequency caps: those still answer 200, with fewer ads.
 The service writes its served log into the home as it would in production; the bundles this adds
 are removed and CURRENT restored at the end. wrk shares the machine's cores with the service: on a
-small machine the numbers include its cost. Every process started is stopped, also on failure.
+small machine the numbers include its cost (not in ``per_core``). Every process started is stopped, also on
+failure. A subset of ``--parts`` keeps the other parts' earlier figures in the output file (``parts``
+records when and at which commit each was measured).
 
 ``python -m bench.serving --home H [--seconds 10] [--swap-seconds 60]`` writes ``bench/results/serving.json``.
 """
@@ -67,6 +73,8 @@ WATCH_SECONDS = 1.0  # how often the service looks at CURRENT during this bench 
 WRK_TIMEOUT = "10s"  # a request slower than this counts as failed
 READY_TIMEOUT_S = 300.0
 TARGETS = {"swap_p99_ratio_max": 1.2, "workers_qps_ratio_min": 1.6}
+PER_CORE_CONCURRENCY = (1, 2, 4, 8, 16)
+P99_TARGET_MS = 100.0  # the design's p99 of a ranking decision
 _WRK_JSON = "PCTR_WRK_JSON "
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
@@ -221,6 +229,21 @@ def ratio(numerator: float, denominator: float) -> float | None:
     return round(numerator / denominator, 3) if denominator else None
 
 
+def most_loaded_within(runs: Sequence[dict[str, Any]], p99_ms: float) -> dict[str, Any] | None:
+    """The run with the most connections among those without failures whose p99 is within ``p99_ms``.
+
+    A saturated server answers about as many requests/s at any load; more connections only queue them.
+    The most loaded run within the target is the throughput whose p99 still holds with requests waiting.
+    """
+    fitting = [r for r in runs if r["failed"] == 0 and r["p99_ms"] <= p99_ms]
+    return max(fitting, key=lambda r: r["concurrency"], default=None)
+
+
+def pinned(command: list[str], cpus: str | None) -> list[str]:
+    """``command`` run on the CPUs ``cpus`` (taskset's list, e.g. "0"), or as it is for None."""
+    return command if cpus is None else ["taskset", "-c", cpus, *command]
+
+
 # ---- the service and wrk ----
 
 
@@ -275,10 +298,19 @@ def known_users(home: Path, count: int = USERS) -> list[str]:
     return [str(u) for u in ids]
 
 
+def bundle_ads(bundle: Path) -> int:
+    """How many ads a bundle's FAISS index holds: the rows of its ``ads.parquet``."""
+    import pyarrow.parquet as pq
+
+    return int(pq.read_metadata(bundle / "ads.parquet").num_rows)
+
+
 class Service:
     """``pctr serve`` on a free loopback port in a process group of its own; ``stop`` ends the group."""
 
-    def __init__(self, home: Path, retrieval_k: int, workers: int, logs: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, home: Path, retrieval_k: int, workers: int, logs: Path, env: dict[str, str], cpus: str | None = None
+    ) -> None:
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
         self.workers = workers
@@ -291,8 +323,8 @@ class Service:
             **env,
         })  # fmt: skip
         self.log = logs / f"serve-k{retrieval_k}-w{workers}-{self.port}.log"
-        command = [sys.executable, "-m", "entrypoints.cli", "serve", "--host", HOST, "--port", str(self.port),
-                   "--workers", str(workers)]  # fmt: skip
+        command = pinned([sys.executable, "-m", "entrypoints.cli", "serve", "--host", HOST, "--port",
+                          str(self.port), "--workers", str(workers)], cpus)  # fmt: skip
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)  # fmt: skip
@@ -335,9 +367,9 @@ class Service:
 
 
 @contextmanager
-def service(home: Path, retrieval_k: int, logs: Path, workers: int = 1, env: dict[str, str] | None = None
-            ) -> Iterator[Service]:  # fmt: skip
-    running = Service(home, retrieval_k, workers, logs, env or {})
+def service(home: Path, retrieval_k: int, logs: Path, workers: int = 1, env: dict[str, str] | None = None,
+            cpus: str | None = None) -> Iterator[Service]:  # fmt: skip
+    running = Service(home, retrieval_k, workers, logs, env or {}, cpus)
     try:
         running.wait_ready()
         yield running
@@ -348,10 +380,12 @@ def service(home: Path, retrieval_k: int, logs: Path, workers: int = 1, env: dic
 class Wrk:
     """wrk on ``script`` against ``base``; ``start`` it, act meanwhile, then ``result``."""
 
-    def __init__(self, wrk: str, script: Path, base: str, connections: int, seconds: int) -> None:
-        threads = max(1, min(connections, os.cpu_count() or 1))
-        self.command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, seconds)}s", "--latency",
-                        "--timeout", WRK_TIMEOUT, "-s", str(script), f"{base}/v1/rank"]  # fmt: skip
+    def __init__(
+        self, wrk: str, script: Path, base: str, connections: int, seconds: int, cpus: str | None = None
+    ) -> None:
+        threads = max(1, min(connections, len(cpus.split(",")) if cpus else os.cpu_count() or 1))
+        self.command = pinned([wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, seconds)}s", "--latency",
+                               "--timeout", WRK_TIMEOUT, "-s", str(script), f"{base}/v1/rank"], cpus)  # fmt: skip
         self.connections = connections
         self.process: subprocess.Popen[str] | None = None
 
@@ -416,6 +450,8 @@ class Bench:
         self.original = current_version(self.layout)
         if self.original is None or not (self.layout.bundles / self.original / MANIFEST).exists():
             raise FileNotFoundError(f"{home} has no published bundle (serving/CURRENT)")
+        # the ads the live bundle's index holds (ads.parquet: row i = FAISS id i): retrieval_k caps the candidates
+        self.bundle_ads = bundle_ads(self.layout.bundles / self.original)
         users = known_users(home)
         unknown = [f"bench-unknown-{i}" for i in range(UNKNOWN_USERS)]
         self.users = {"known": len(users), "unknown": len(unknown)}
@@ -423,8 +459,8 @@ class Bench:
         self.script.write_text(wrk_script(rank_bodies(users + unknown)))
         self.created: list[Path] = []
 
-    def load(self, svc: Service, connections: int, seconds: int) -> Wrk:
-        return Wrk(self.wrk, self.script, svc.base, connections, seconds)
+    def load(self, svc: Service, connections: int, seconds: int, cpus: str | None = None) -> Wrk:
+        return Wrk(self.wrk, self.script, svc.base, connections, seconds, cpus)
 
     def warm_up(self, svc: Service) -> None:
         self.load(svc, 4 * svc.workers, 1).run()
@@ -544,6 +580,23 @@ class Bench:
             "pass": (qps_ratio or 0.0) >= TARGETS["workers_qps_ratio_min"] and runs[2]["failed"] == 0,
         }  # fmt: skip
 
+    def per_core(self) -> dict[str, Any]:
+        if (os.cpu_count() or 1) < 2:
+            return {"skipped": "needs 2 cores: one for the service, one for wrk"}
+        service_cpus, wrk_cpus = "0", "1"
+        with service(self.home, 1000, self.logs, cpus=service_cpus) as svc:
+            self.load(svc, 4, 2, wrk_cpus).run()  # warm-up
+            runs = [self.load(svc, c, self.seconds, wrk_cpus).run() for c in PER_CORE_CONCURRENCY]
+        best = most_loaded_within(runs, P99_TARGET_MS)
+        return {
+            "retrieval_k": 1000, "workers": 1, "service_cpus": service_cpus, "wrk_cpus": wrk_cpus,
+            "p99_target_ms": P99_TARGET_MS, "runs": runs,
+            "qps_within_p99_target": best["qps"] if best else 0.0,
+            "p99_ms_within_target": best["p99_ms"] if best else None,
+            "concurrency_within_target": best["concurrency"] if best else None,
+            "qps_max": max(r["qps"] for r in runs),
+        }  # fmt: skip
+
     def clean_up(self) -> None:
         """CURRENT back to the bundle it named, the bundles this run published removed (services stopped first)."""
         if self.original is not None:
@@ -552,7 +605,7 @@ class Bench:
             shutil.rmtree(bundle, ignore_errors=True)
 
 
-PARTS = ("rank", "hot_swap", "corrupted_bundle", "workers")
+PARTS = ("rank", "hot_swap", "corrupted_bundle", "workers", "per_core")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -569,12 +622,19 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(parts) - set(PARTS):
         parser.error(f"unknown parts {sorted(unknown)}")
     home = args.home.resolve()
-    result: dict[str, Any] = {**run_info()}
+    earlier = json.loads(args.out.read_text()) if args.out.exists() and set(parts) != set(PARTS) else {}
+    for part in set(PARTS) & set(earlier) - set(earlier.get("parts", {})):  # measured before parts were recorded
+        earlier.setdefault("parts", {})[part] = {"date": earlier["date"], "git": earlier["git"]}
+    result: dict[str, Any] = {**earlier, **run_info()}
+    result.pop("error", None)
+    for part in parts:
+        result.setdefault("parts", {})[part] = {"date": result["date"], "git": result["git"]}
     with tempfile.TemporaryDirectory(prefix="pctr-bench-serving-") as logs:
         bench = Bench(home, args.seconds, args.swap_seconds, args.swap_k, args.redis_url, Path(logs))
         wrk_version = subprocess.run([bench.wrk, "--version"], capture_output=True, text=True).stdout.splitlines()
         result["setup"] = {
-            "home": str(home), "bundle": bench.original, "seconds": args.seconds, "swap_seconds": args.swap_seconds,
+            "home": str(home), "bundle": bench.original, "bundle_ads": bench.bundle_ads, "seconds": args.seconds,
+            "swap_seconds": args.swap_seconds,
             "wrk": wrk_version[0] if wrk_version else None, "wrk_timeout": WRK_TIMEOUT, "users": bench.users,
             "context": CONTEXT, "slots": SLOTS, "watch_seconds": WATCH_SECONDS, "targets": TARGETS,
         }  # fmt: skip

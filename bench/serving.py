@@ -291,10 +291,12 @@ def known_users(home: Path, count: int = USERS) -> list[str]:
     """``count`` user ids of the newest user features of ``home``."""
     import pyarrow.parquet as pq
 
-    days = sorted(Layout(home).features("user").glob("dt=*/features.parquet"))
+    layout = Layout(home)
+    days = sorted(layout.features("user").glob("dt=*"))
     if not days:
-        raise FileNotFoundError(f"no user features under {Layout(home).features('user')}")
-    ids = pq.read_table(days[-1], columns=["user_id"]).column("user_id").to_pylist()[:count]
+        raise FileNotFoundError(f"no user features under {layout.features('user')}")
+    newest = layout.feature_files("user", days[-1].name.removeprefix("dt="))
+    ids = pq.read_table(newest, columns=["user_id"]).column("user_id").to_pylist()[:count]
     return [str(u) for u in ids]
 
 

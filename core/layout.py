@@ -156,11 +156,20 @@ class Layout:
         return self._partition(f"daily_{entity}", ds)
 
     def features(self, entity: str, ds: str | None = None) -> Path:
-        """One directory per ds holding ``features.parquet``; Feast reads them all as one source."""
+        """One directory per ds; Feast reads the Parquet files of every day (``feature_glob``) as one source."""
         return self._partition(f"features/{entity}", ds)
 
+    def feature_files(self, entity: str, ds: str) -> Path:
+        """The directory of ds's feature files, the part files as Spark wrote them (``feature_glob`` names them)."""
+        return self.features(entity, ds) / "data"
+
     def feature_glob(self, entity: str) -> str:
-        return str(self.features(entity) / "dt=*" / "features.parquet")
+        """Spark's part files of every day, not its markers (``_SUCCESS``, ``.*.crc``) beside them.
+
+        Each day is committed by the rename of its whole directory (``core.io.staged_dir``), no file of its
+        own: it works the same wherever Spark can write a directory.
+        """
+        return str(self.features(entity) / "dt=*" / "data" / "part-*.parquet")
 
     def stage_output(self, stage: str, ds: str) -> Path:
         """Where a stage whose outputs live in several places writes its ``_stats.json``."""

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from core.config import PctrConfig
 from core.io import write_text_atomic
 from core.layout import Layout
+from core.spark import spark_conf
 from models.features import FEATURE_ENTITIES
 
 if TYPE_CHECKING:
@@ -18,7 +19,8 @@ def repo_config(cfg: PctrConfig) -> dict[str, Any]:
     layout = Layout(cfg.home)
     offline: dict[str, Any] = {"type": cfg.features.offline_store}
     if cfg.features.offline_store == "spark":
-        offline["spark_conf"] = {"spark.master": cfg.spark.master, "spark.sql.session.timeZone": "UTC"}
+        # the session Feast starts when no stage's is active: pctr's, so a standalone master's executors reach it
+        offline["spark_conf"] = spark_conf(cfg)
     if cfg.features.online_store == "redis":
         online: dict[str, Any] = {"type": "redis", "connection_string": cfg.features.redis_connection}
     else:

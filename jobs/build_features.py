@@ -13,8 +13,6 @@ attribution window and the job's lag): impressions before then, those of ds incl
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -195,11 +193,8 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
     for entity, frame in _entity_frames(spark, layout, ds, ads).items():
         final = _finalise(frame, entity, ds, cfg.feature_delay).orderBy(*ENTITIES[entity].keys)
         with staged_dir(layout.features(entity, ds)) as scratch:
-            final.coalesce(1).write.parquet(str(scratch / "spark"))
-            # one plain file per ds so that Feast's source is a simple glob over days
-            os.replace(next((scratch / "spark").glob("part-*.parquet")), scratch / "features.parquet")
-            shutil.rmtree(scratch / "spark")
-        rows[entity] = spark.read.parquet(str(layout.features(entity, ds) / "features.parquet")).count()
+            final.coalesce(1).write.parquet(str(scratch / layout.feature_files(entity, ds).name))
+        rows[entity] = spark.read.parquet(str(layout.feature_files(entity, ds))).count()
 
     stats: Stats = {
         "stage": "build_features",

@@ -27,7 +27,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
 
     started = time.time()
     layout = Layout(cfg.home)
-    missing = [e for e in FEATURE_ENTITIES if not (layout.features(e, ds) / "features.parquet").exists()]
+    missing = [e for e in FEATURE_ENTITIES if not layout.feature_files(e, ds).exists()]
     if missing:
         raise FileNotFoundError(f"features of ds={ds} missing for {missing}: run `pctr build-features --ds {ds}`")
     store = feature_store(cfg, apply=True)

@@ -26,8 +26,8 @@ def active_ads(layout: Layout, ds: str) -> Any:
     import pandas as pd
 
     catalog = latest_catalog(layout, "ads", ds)
-    ads = pd.read_parquet(layout.features("ad", ds) / "features.parquet")
-    advertisers = pd.read_parquet(layout.features("advertiser", ds) / "features.parquet")
+    ads = pd.read_parquet(layout.feature_files("ad", ds))
+    advertisers = pd.read_parquet(layout.feature_files("advertiser", ds))
     table = ads.merge(catalog[["ad_id", "advertiser_id", "campaign_id"]], on="ad_id", how="inner").merge(
         advertisers, on=list(ENTITIES["advertiser"].keys), how="left"
     )

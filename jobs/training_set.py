@@ -185,6 +185,8 @@ def _feature_stats(cfg: PctrConfig, train: pd.DataFrame) -> dict:
 
 def run(cfg: PctrConfig, ds: str) -> Stats:
     """Build the four splits of the run closing ``ds`` as Parquet shards under ``runs/<ds>/training_set``."""
+    import pandas as pd
+
     started = time.time()
     layout = Layout(cfg.home)
     store = feature_store(cfg, apply=True)
@@ -196,6 +198,9 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
             sources[split] = source_partitions(layout, kind, days)
             entity_df = entity_rows(layout, kind, days, sources[split])
             df = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+            # Feast's Spark store returns the entity rows' timestamps naive (in its session's UTC), the duckdb
+            # store as they were given: a split keeps the entity rows' own, whichever store read its features
+            df["ts"] = pd.to_datetime(df["ts"], utc=True).astype(entity_df["ts"].dtype)
             df = df.sort_values(["ts", "impression_id"], kind="stable").reset_index(drop=True)
             if len(df) != len(entity_df):
                 raise RuntimeError(f"{split}: Feast returned {len(df)} rows for {len(entity_df)} entity rows")

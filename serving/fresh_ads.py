@@ -50,11 +50,12 @@ EMBED_BATCH = 4096  # ads per call of the ad tower: bounds the memory of a first
 
 
 def newest_ad_partition(layout: Layout) -> tuple[str, Path]:
-    """The ds and the file of the newest ad features partition; ``FileNotFoundError`` if there is none."""
-    files = sorted(layout.features("ad").glob("dt=*/features.parquet"))
-    if not files:
+    """The ds and the directory of files of the newest ad features partition; ``FileNotFoundError`` if none."""
+    days = sorted(layout.features("ad").glob("dt=*"))  # committed partitions only: a staged one is hidden (.dt=*)
+    if not days:
         raise FileNotFoundError(f"no ad features under {layout.features('ad')}: nothing lists the current ads")
-    return files[-1].parent.name.removeprefix("dt="), files[-1]
+    ds = days[-1].name.removeprefix("dt=")
+    return ds, layout.feature_files("ad", ds)
 
 
 class CurrentAds:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from core.layout import Layout
 
 # small and fast, but every engine is real: Spark, GX, Feast, horovodrun -np 2, MLflow, FAISS, Airflow
 DEMO_ENV = {
@@ -67,3 +71,38 @@ def copied_home(demo_home: Path, tmp_path: Path) -> Path:
     home = tmp_path / "home"
     shutil.copytree(demo_home, home, symlinks=True)
     return home
+
+
+def _parquet_digest(directory: Path) -> str:
+    """Row count and an order-independent hash of the rows of every Parquet file under ``directory`` (the row
+    order of a Spark write, and how it splits rows into files, are not part of its result)."""
+    import pandas as pd
+
+    frame = pd.concat([pd.read_parquet(f) for f in sorted(directory.rglob("*.parquet"))], ignore_index=True)
+    rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return f"{len(frame)} rows {int(rows.sum(dtype=np.uint64)):016x}"
+
+
+def _partition_digests(home: Path, ds: str) -> dict[str, str]:
+    """The digest of every data partition of ds that a run wrote, by its path under ``data/``."""
+    layout = Layout(home)
+    data = layout.home / "data"
+    inputs = (layout.raw("impressions").parent, layout.truth())  # the simulator's, not a run's
+    return {
+        str(partition.relative_to(data)): _parquet_digest(partition)
+        for partition in sorted(data.rglob(f"dt={ds}"))
+        if not any(partition.is_relative_to(written) for written in inputs)
+        if any(partition.rglob("*.parquet"))
+    }
+
+
+@pytest.fixture(scope="session")
+def parquet_digest() -> Callable[[Path], str]:
+    """Row count and order-independent row hash of the Parquet files under a directory."""
+    return _parquet_digest
+
+
+@pytest.fixture(scope="session")
+def partition_digests() -> Callable[[Path, str], dict[str, str]]:
+    """``(home, ds) ->`` the digest of each data partition of ds under ``home``, the simulator's inputs left out."""
+    return _partition_digests

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from core.config import PctrConfig, load_config
@@ -36,30 +35,18 @@ RUN_TIMEOUT_SECONDS = 40 * 60
 MODEL_OUTPUTS = ("training_set", "weights", "metrics", "model_version")
 
 
-def _digest(files: list[Path]) -> str:
-    """Row count and an order-independent hash of the rows of some Parquet files (the row order of a
-    Spark write is not part of its result)."""
-    import pandas as pd
-
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    return f"{len(frame)} rows {int(rows.sum(dtype=np.uint64)):016x}"
-
-
-def day_outputs(cfg: PctrConfig, ds: str) -> dict[str, str]:
+def day_outputs(
+    cfg: PctrConfig,
+    ds: str,
+    partition_digests: Callable[[Path, str], dict[str, str]],
+    parquet_digest: Callable[[Path], str],
+) -> dict[str, str]:
     """What the runs of ds wrote: each data partition's digest, the training set's, the ranker's weights,
-    its holdout metrics and the registered model version."""
+    its holdout metrics and the registered model version (digests: the fixtures of tests/e2e/conftest.py)."""
     layout = Layout(cfg.home)
-    data = layout.home / "data"
-    inputs = (layout.raw("impressions").parent, layout.truth())  # the simulator's, not a run's
-    outputs = {
-        str(partition.relative_to(data)): _digest(files)
-        for partition in sorted(data.rglob(f"dt={ds}"))
-        if not any(partition.is_relative_to(written) for written in inputs)
-        if (files := sorted(partition.rglob("*.parquet")))
-    }
+    outputs = partition_digests(cfg.home, ds)
     if layout.training_set(ds).exists():
-        outputs["training_set"] = _digest(sorted(layout.training_set(ds).rglob("*.parquet")))
+        outputs["training_set"] = parquet_digest(layout.training_set(ds))
         outputs["weights"] = sha256_file(ranker_dir(cfg, ds) / RANKER_WEIGHTS)
         metrics = read_json(evaluation_dir(cfg, ds) / "_stats.json")["metrics"]
         outputs["metrics"] = str({k: metrics[k] for k in ("auc", "logloss", "normalized_entropy", "ece")})
@@ -137,7 +124,12 @@ def airflow_ui(cfg: PctrConfig) -> Iterator[subprocess.Popen]:
 
 
 def test_a_backfill_writes_what_the_scheduled_runs_wrote(
-    copied_home: Path, demo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    copied_home: Path,
+    demo_env: dict[str, str],
+    partition_digests: Callable[[Path, str], dict[str, str]],
+    parquet_digest: Callable[[Path], str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     summary = read_json(copied_home / "demo" / "summary.json")
     days = ds_range(shift_ds(summary["ds"], 1 - DAYS), DAYS)
@@ -152,7 +144,7 @@ def test_a_backfill_writes_what_the_scheduled_runs_wrote(
         monkeypatch.setenv(key, value)
     cfg = load_config()
     layout = Layout(cfg.home)
-    before = {ds: day_outputs(cfg, ds) for ds in days}
+    before = {ds: day_outputs(cfg, ds, partition_digests, parquet_digest) for ds in days}
     live = (layout.current_pointer.read_text(), summary["champion"])
 
     with airflow_ui(cfg) as ui:
@@ -160,7 +152,7 @@ def test_a_backfill_writes_what_the_scheduled_runs_wrote(
         assert "pctr_daily is paused: Airflow runs no backfill of a paused DAG" in capsys.readouterr().err
         airflow(cfg, "dags", "unpause", "pctr_daily")  # catchup: one scheduled run per day from days[0]
         wait_for_runs(cfg, days[:-1], "scheduled", ui)
-        scheduled = {ds: day_outputs(cfg, ds) for ds in days}
+        scheduled = {ds: day_outputs(cfg, ds, partition_digests, parquet_digest) for ds in days}
         for ds in days[:-1]:  # the history: `pctr run-day` up to the features
             assert {k: v for k, v in scheduled[ds].items() if k not in MODEL_OUTPUTS} == before[ds], ds
         assert before[days[-1]] == scheduled[days[-1]]  # the closed day: `airflow dags test`
@@ -170,7 +162,7 @@ def test_a_backfill_writes_what_the_scheduled_runs_wrote(
         assert (waiting, "scheduled", "running") in dag_runs(cfg)
         assert cli.main(["backfill", days[0], days[-1]]) == 0
         wait_for_runs(cfg, days, "backfill", ui)
-        backfilled = {ds: day_outputs(cfg, ds) for ds in days}
+        backfilled = {ds: day_outputs(cfg, ds, partition_digests, parquet_digest) for ds in days}
 
     assert backfilled == scheduled
     # the same weights are the same registered version: nothing new went live

@@ -218,7 +218,7 @@ def test_a_backfilled_older_day_is_registered_without_rewinding_what_is_live(
     layout = Layout(cfg.home)
     summary = read_json(copied_home / "demo" / "summary.json")
     older = shift_ds(summary["ds"], -1)
-    users = pd.read_parquet(layout.features("user", summary["ds"]) / "features.parquet")["user_id"].head(20).tolist()
+    users = pd.read_parquet(layout.feature_files("user", summary["ds"]))["user_id"].head(20).tolist()
     online_before = _online_user_values(cfg, users)
     current_before = layout.current_pointer.read_text()
 

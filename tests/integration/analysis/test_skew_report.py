@@ -67,8 +67,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[PctrConfig, dict[str
         tables[ds] = {}
         for entity in FEATURE_ENTITIES:
             table = _feature_table(entity, ds, rng, cfg.feature_delay)
-            layout.features(entity, ds).mkdir(parents=True)
-            table.to_parquet(layout.features(entity, ds) / "features.parquet", index=False)
+            layout.feature_files(entity, ds).mkdir(parents=True)
+            table.to_parquet(layout.feature_files(entity, ds) / "part-0.parquet", index=False)
             tables[ds][entity] = table.set_index(list(ENTITIES[entity].keys))
     feature_store(cfg, apply=True)
     return cfg, tables

@@ -43,7 +43,7 @@ def _write_features(layout: Layout, delay: dt.timedelta) -> dict[str, pd.DataFra
             )
         frame["event_timestamp"] = event
         frame["created_timestamp"] = event
-        path = layout.features(entity, DS) / "features.parquet"
+        path = layout.feature_files(entity, DS) / "part-0.parquet"
         path.parent.mkdir(parents=True)
         frame.to_parquet(path, index=False)
         frames[entity] = frame.set_index(list(spec.keys))

@@ -144,7 +144,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[PctrConfig, dict[st
 @pytest.mark.parametrize("ds", [A, B, C, D])
 def test_user_category_features_equal_a_pandas_computation(built, ds: str) -> None:
     cfg, joined = built
-    files = pd.read_parquet(Layout(cfg.home).features("user_category", ds) / "features.parquet")
+    files = pd.read_parquet(Layout(cfg.home).feature_files("user_category", ds))
     expected = expected_pairs({d: f for d, f in joined.items() if d <= ds}, ds)
     got = files.set_index(KEYS).sort_index()
     assert got.index.tolist() == expected.index.tolist()
@@ -159,10 +159,10 @@ def test_windows_catalog_changes_and_leaving_pairs_show_in_the_data(built) -> No
     """Guards against a vacuous comparison: the cases the module docstring describes really occur."""
     cfg, joined = built
     layout = Layout(cfg.home)
-    at_c = pd.read_parquet(layout.features("user_category", C) / "features.parquet").set_index(KEYS)
+    at_c = pd.read_parquet(layout.feature_files("user_category", C)).set_index(KEYS)
     assert (at_c["user_category_impressions_7d"] < at_c["user_category_impressions_30d"]).any()  # A left 7 days
     assert all((joined[ds]["ad_id"] == MOVED[0]).any() for ds in (A, C))  # shown before and after its move
-    at_d = pd.read_parquet(layout.features("user_category", D) / "features.parquet").set_index(KEYS)
+    at_d = pd.read_parquet(layout.feature_files("user_category", D)).set_index(KEYS)
     leaving = at_d.loc["u0"]  # u0 was active on A only: each of its pairs has one row of defaults
     assert len(leaving) and (leaving.drop(columns=["event_timestamp", "created_timestamp"]) == 0.0).all().all()
     assert shift_ds(A, 30) == D

@@ -37,9 +37,9 @@ def _feature_files(cfg: PctrConfig, ds: str) -> None:
         columns: dict[str, Any] = {key: ["k0"] for key in ENTITIES[entity].keys}
         for f in batch_features(entity):
             columns[f.name] = ["x"] if f.dtype == "string" else np.array([1.0], dtype=f.numpy_dtype)
-        layout.features(entity, ds).mkdir(parents=True)
+        layout.feature_files(entity, ds).mkdir(parents=True)
         frame = pd.DataFrame(columns).assign(event_timestamp=ts, created_timestamp=ts)
-        frame.to_parquet(layout.features(entity, ds) / "features.parquet", index=False)
+        frame.to_parquet(layout.feature_files(entity, ds) / "part-0.parquet", index=False)
 
 
 def _write_served_log(layout: Layout, served: pd.DataFrame) -> None:

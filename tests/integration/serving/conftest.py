@@ -151,9 +151,9 @@ def feast_repo(
         "user_category": pair_keys,
     }
     for entity in FEATURE_ENTITIES:
-        layout.features(entity, feature_day).mkdir(parents=True)
+        layout.feature_files(entity, feature_day).mkdir(parents=True)
         feature_table(entity, keys[entity], rng, feature_day, cfg.feature_delay).to_parquet(
-            layout.features(entity, feature_day) / "features.parquet", index=False
+            layout.feature_files(entity, feature_day) / "part-0.parquet", index=False
         )
     store = feature_store(cfg, apply=True)
     start, end = feature_window(feature_day, cfg.feature_delay)
@@ -164,7 +164,7 @@ def feast_repo(
 @pytest.fixture(scope="session")
 def pair_table(feast_repo: Path, feature_day: str) -> pd.DataFrame:
     """The materialised (user, category) features, indexed by (user_id, category)."""
-    path = Layout(feast_repo.parent).features("user_category", feature_day) / "features.parquet"
+    path = Layout(feast_repo.parent).feature_files("user_category", feature_day)
     return pd.read_parquet(path).set_index(["user_id", CATEGORY_KEY])
 
 

@@ -166,8 +166,8 @@ def _write_current_ads(home, store, ds, listed, catalogued, online_ads, advertis
     from feature_repo.definitions import view_name
 
     layout = Layout(home)
-    layout.features("ad", ds).mkdir(parents=True)
-    pd.DataFrame({"ad_id": listed, "ad_bid": 0.0}).to_parquet(layout.features("ad", ds) / "features.parquet")
+    layout.feature_files("ad", ds).mkdir(parents=True)
+    pd.DataFrame({"ad_id": listed, "ad_bid": 0.0}).to_parquet(layout.feature_files("ad", ds) / "part-0.parquet")
     layout.catalog("ads").joinpath(f"dt={ds}").mkdir(parents=True)
     catalog = pd.DataFrame(catalogued, columns=["ad_id", "advertiser_id", "campaign_id"])
     catalog["valid_from"] = pd.Timestamp(ds, tz="UTC")
@@ -197,9 +197,9 @@ def test_the_current_ads_are_the_listed_catalogued_ones_with_their_online_values
                     _online_row("ad", 0.75, ad_id="fresh-4", ad_bid=0.9)],  # listed but not catalogued
         advertisers=[_online_row("advertiser", 0.125, advertiser_id="fresh-adv")],
     )  # fmt: skip
-    old = Layout(tmp_path).features("ad", "2026-11-18")
+    old = Layout(tmp_path).feature_files("ad", "2026-11-18")
     old.mkdir(parents=True)
-    pd.DataFrame({"ad_id": ["fresh-9"]}).to_parquet(old / "features.parquet")  # an older listing: not read
+    pd.DataFrame({"ad_id": ["fresh-9"]}).to_parquet(old / "part-0.parquet")  # an older listing: not read
 
     ads = CurrentAds(Layout(tmp_path), OnlineFeatures(feast_store)).read()
     assert set(ads) == set(AD_TABLE_COLUMNS)

@@ -7,6 +7,7 @@ and workers running), then SIGKILL to what is left after a grace period.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -15,19 +16,21 @@ from core.config import load_config
 from core.processes import ChildProcesses
 from core.tracking import tracking_uri
 from entrypoints.airflow_local import airflow_env, migrate
+from entrypoints.tracking_server import SERVER_ENV
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--airflow-port", type=int, default=8080)
     parser.add_argument("--mlflow-port", type=int, default=5000)
+    parser.add_argument("--parallelism", type=int, default=4, help="tasks the scheduler runs at once")
     args = parser.parse_args(argv)
     # a process started in the background inherits SIGINT ignored: restore Ctrl-C, and stop the same way on SIGTERM
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     cfg = load_config()
     migrate(cfg)
-    env = airflow_env(cfg, parallelism=4)
+    env = airflow_env(cfg, parallelism=args.parallelism)
     # a single-user local UI: no login page (set it to False, or use a real auth manager, on a shared host)
     env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
     env["AIRFLOW__API__PORT"] = str(args.airflow_port)
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         mlflow = children.popen(
             [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(cfg),
-             "--host", "127.0.0.1", "--port", str(args.mlflow_port)],
+             "--host", "127.0.0.1", "--port", str(args.mlflow_port), "--workers", "1"],
+            env={**os.environ, **SERVER_ENV},
         )  # fmt: skip
         servers, mlflow_url = [airflow, mlflow], f"http://127.0.0.1:{args.mlflow_port}"
     print(f"Airflow UI: http://127.0.0.1:{args.airflow_port}   MLflow UI: {mlflow_url}")

@@ -9,14 +9,7 @@ again. Every run of a day writes the same partitions, training set, weights, met
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,12 +18,12 @@ from core.config import PctrConfig, load_config
 from core.io import read_json, sha256_file
 from core.layout import RANKER_WEIGHTS, Layout, ds_range, evaluation_dir, ranker_dir, shift_ds
 from entrypoints import cli
-from entrypoints.airflow_local import REPO, airflow, free_port, task_log_tail, wait_http_ready
+from entrypoints.airflow_local import airflow
+from tests.e2e.airflow_runs import airflow_ui, dag_runs, task_state, wait, wait_for_runs
 
 pytestmark = pytest.mark.e2e
 
 DAYS = 3
-RUN_TIMEOUT_SECONDS = 40 * 60
 # what a day's run writes besides data partitions (the history's `pctr run-day --until build_features` has none)
 MODEL_OUTPUTS = ("training_set", "weights", "metrics", "model_version")
 
@@ -52,75 +45,6 @@ def day_outputs(
         outputs["metrics"] = str({k: metrics[k] for k in ("auc", "logloss", "normalized_entropy", "ece")})
         outputs["model_version"] = read_json(layout.stage_output("register", ds) / "_stats.json")["model_version"]
     return outputs
-
-
-def dag_runs(cfg: PctrConfig) -> list[tuple[str, str, str]]:
-    """``(ds, run_type, state)`` of every pctr_daily run, from Airflow's metadata database."""
-    rows = _query(cfg, "select substr(logical_date, 1, 10), run_type, state from dag_run where dag_id = 'pctr_daily'")
-    return [tuple(row) for row in rows]
-
-
-def wait_for_runs(cfg: PctrConfig, days: list[str], run_type: str, ui: subprocess.Popen) -> None:
-    """Return once the ``run_type`` runs of ``days`` have succeeded; fail with the failed task's log."""
-
-    def succeeded() -> bool:
-        states = {ds: state for ds, kind, state in dag_runs(cfg) if kind == run_type and ds in days}
-        if "failed" in states.values():
-            failed = _failed_tasks(cfg)
-            tail = "\n".join(task_log_tail(cfg, "pctr_daily", failed[0])) if failed else ""
-            pytest.fail(f"{run_type} runs: {states}; failed tasks {failed}\n{tail}")
-        assert ui.poll() is None, f"`make ui` exited {ui.returncode}"
-        return len(states) == len(days) and set(states.values()) == {"success"}
-
-    _wait(succeeded, RUN_TIMEOUT_SECONDS, f"the {run_type} runs of {days}")
-
-
-def _wait(done: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.time() + seconds
-    while not done():
-        if time.time() > deadline:
-            pytest.fail(f"{what}: not done after {seconds:.0f} s")
-        time.sleep(5)
-
-
-def _failed_tasks(cfg: PctrConfig) -> list[str]:
-    rows = _query(cfg, "select task_id from task_instance where dag_id = 'pctr_daily' and state = 'failed'")
-    return [task_id for (task_id,) in rows]
-
-
-def _task_state(cfg: PctrConfig, ds: str, task_id: str) -> str | None:
-    rows = _query(
-        cfg,
-        "select ti.state from task_instance ti join dag_run r on ti.dag_id = r.dag_id and ti.run_id = r.run_id"
-        " where ti.dag_id = 'pctr_daily' and ti.task_id = ? and substr(r.logical_date, 1, 10) = ?",
-        task_id, ds,
-    )  # fmt: skip
-    return rows[0][0] if rows else None
-
-
-def _query(cfg: PctrConfig, sql: str, *params: str) -> list[tuple]:
-    """Rows from Airflow's metadata database (sqlite, shared with the running scheduler)."""
-    with contextlib.closing(sqlite3.connect(Layout(cfg.home).airflow_home / "airflow.db", timeout=30)) as db:
-        return db.execute(sql, params).fetchall()
-
-
-@contextlib.contextmanager
-def airflow_ui(cfg: PctrConfig) -> Iterator[subprocess.Popen]:
-    """``make ui`` on free ports (its scheduler, DAG processor and API server), stopped as Ctrl-C stops it."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "entrypoints.ui", "--airflow-port", str(port), "--mlflow-port", str(free_port())],
-        cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_http_ready(f"http://127.0.0.1:{port}/api/v2/monitor/health", proc, "the Airflow UI", timeout=300)
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_a_backfill_writes_what_the_scheduled_runs_wrote(
@@ -158,7 +82,7 @@ def test_a_backfill_writes_what_the_scheduled_runs_wrote(
         assert before[days[-1]] == scheduled[days[-1]]  # the closed day: `airflow dags test`
         # the next day's run waits for its logs (its hours after 05 are not written), as it would live
         waiting = shift_ds(days[-1], 1)
-        _wait(lambda: _task_state(cfg, waiting, "wait_for_logs") == "up_for_reschedule", 120, "the next day's sensor")
+        wait(lambda: task_state(cfg, waiting, "wait_for_logs") == "up_for_reschedule", 120, "the next day's sensor")
         assert (waiting, "scheduled", "running") in dag_runs(cfg)
         assert cli.main(["backfill", days[0], days[-1]]) == 0
         wait_for_runs(cfg, days, "backfill", ui)

@@ -9,8 +9,12 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST := $(PY) -m pytest
+# the cluster profile and where make cluster / make demo-cluster keep their state
+CLUSTER_CONFIG := $(CURDIR)/conf/cluster.toml
+CLUSTER_HOME := $(CURDIR)/var/cluster
+CLUSTER_MLFLOW_STORE := postgresql+psycopg2://pctr:pctr@127.0.0.1:5433/mlflow
 
-.PHONY: help setup demo test test-unit test-integration bench ui lint clean redis chromium
+.PHONY: help setup demo test test-unit test-integration bench ui lint clean redis chromium postgres sshd cluster cluster-stop demo-cluster
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-17s %s\n", $$1, $$2}'
@@ -45,6 +49,28 @@ lint: setup ## ruff, and import-linter's layer contracts (setup.cfg)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
+
+cluster: setup redis postgres sshd ## start conf/cluster.toml's servers on loopback: Spark master + 2 workers, MLflow server on PostgreSQL
+	@$(PY) -m entrypoints.spark_cluster start --dir $(CLUSTER_HOME)/spark
+	@PCTR_CONFIG=$(CLUSTER_CONFIG) $(PY) -m entrypoints.tracking_server start --state-dir $(CLUSTER_HOME)/mlflow \
+		--backend-store-uri $(CLUSTER_MLFLOW_STORE)
+
+cluster-stop: ## stop the Spark cluster and MLflow server of make cluster (PostgreSQL, Redis and sshd stay up)
+	@$(PY) -m entrypoints.spark_cluster stop --dir $(CLUSTER_HOME)/spark
+	@$(PY) -m entrypoints.tracking_server stop --state-dir $(CLUSTER_HOME)/mlflow
+
+demo-cluster: setup ## make demo from scratch on conf/cluster.toml (Spark standalone, PostgreSQL, MLflow server, Redis, horovodrun over ssh); state in var/cluster
+	@$(MAKE) --no-print-directory cluster-stop
+	rm -rf $(CLUSTER_HOME)
+	@PCTR_PG_RESET=1 .ci/postgres.sh
+	@$(MAKE) --no-print-directory cluster
+	PCTR_CONFIG=$(CLUSTER_CONFIG) PCTR_HOME=$(CLUSTER_HOME) $(PY) -m entrypoints.demo
+
+postgres: ## install and start PostgreSQL on 127.0.0.1:5433 (databases airflow, mlflow) for the cluster profile
+	@.ci/postgres.sh
+
+sshd: ## install and start an sshd on :2222 for the hosts pctr-a and pctr-b (loopback addresses) of horovodrun
+	@.ci/sshd.sh
 
 redis: ## install and start redis-server on loopback for the Redis online-store test
 	@.ci/redis.sh

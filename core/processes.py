@@ -1,4 +1,5 @@
-"""Child processes in sessions of their own, stopped with every descendant: the demo's and the UIs' children."""
+"""Child processes in sessions of their own, stopped with every descendant: the demo's and the UIs' children,
+and the daemons that outlive the command that started them (``make cluster``'s), found again by their pid files."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -77,3 +79,44 @@ def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
     if proc.returncode is None:  # not reaped yet: its pid, and so the group id, cannot have been reused
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)
+
+
+def daemon_pid(pid_file: Path, marker: str) -> int | None:
+    """The pid in ``pid_file`` if that process still runs a command line holding ``marker`` (a daemon's class or
+    module): a pid file left by a crash names a dead process, or one whose pid was reused since."""
+    try:
+        pid = int(pid_file.read_text())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if marker.encode() in command else None
+
+
+def stop_process_group(pid: int, grace: float) -> None:
+    """SIGTERM the process group that ``pid`` leads (a daemon started in a session of its own, with its
+    workers), SIGKILL what outlasts ``grace`` seconds; return once the group is gone."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _group_alive(pid):
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10.0  # SIGKILL is delivered asynchronously
+    while _group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _group_alive(pgid: int) -> bool:
+    # a leader that is this process's child stays a zombie until reaped, and its group never empties
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pgid, os.WNOHANG)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

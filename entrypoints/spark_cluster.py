@@ -13,7 +13,6 @@ import argparse
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from core.processes import daemon_pid, stop_process_group
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -102,7 +103,7 @@ class StandaloneCluster:
         Raises ``RuntimeError`` if a daemon of a previous start still runs, a daemon exits, or the workers are
         not all alive within ``timeout`` seconds (naming the daemons' logs); what was started is stopped then.
         """
-        running = [name for name, cls, _ in self._daemons() if _live_pid(self._pid_file(name), cls) is not None]
+        running = [name for name, cls, _ in self._daemons() if daemon_pid(self._pid_file(name), cls) is not None]
         if running:
             raise RuntimeError(
                 f"a Spark cluster under {self.directory} is running ({', '.join(running)}): stop it first"
@@ -177,9 +178,9 @@ class StandaloneCluster:
         """
         for name, cls, _ in reversed(self._daemons()):
             pid_file = self._pid_file(name)
-            pid = _live_pid(pid_file, cls)
+            pid = daemon_pid(pid_file, cls)
             if pid is not None:
-                _stop_group(pid)
+                stop_process_group(pid, STOP_SECONDS)
             pid_file.unlink(missing_ok=True)
 
     def __enter__(self) -> StandaloneCluster:
@@ -190,42 +191,6 @@ class StandaloneCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.stop()
-
-
-def _live_pid(pid_file: Path, cls: str) -> int | None:
-    """The pid in ``pid_file`` if that process still runs ``cls`` (a pid is reused once its process is gone)."""
-    try:
-        pid = int(pid_file.read_text())
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ValueError):
-        return None
-    return pid if cls.encode() in command else None
-
-
-def _stop_group(pid: int) -> None:
-    """SIGTERM the process group that ``pid`` leads (Spark's shutdown hooks run), SIGKILL if it outlasts the wait."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + STOP_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        _reap(pid)
-        time.sleep(0.2)
-    os.killpg(pid, signal.SIGKILL)
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit of a daemon this process started (else it stays a zombie, and its group never empties)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from core.config import load_config
+from core.processes import daemon_pid, stop_process_group
 from entrypoints.airflow_local import free_port, wait_http_ready
 
 PID_FILE = "server.pid"
@@ -35,6 +34,8 @@ SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 # a first start on an empty database creates MLflow's tables (tens of migrations) before it answers
 READY_SECONDS = 180.0
 STOP_GRACE_SECONDS = 20.0
+# in the server's command line (`python -m mlflow server ...`): a pid file's pid still names the server
+SERVER_MARKER = "mlflow"
 
 
 def server_command(backend_store_uri: str, artifacts_destination: Path, port: int) -> list[str]:
@@ -59,31 +60,10 @@ def start(backend_store_uri: str, artifacts_destination: Path, port: int, log_fi
     try:
         wait_http_ready(f"http://127.0.0.1:{port}/health", proc, f"mlflow server (log: {log_file})", READY_SECONDS)
     except BaseException:
-        stop(proc.pid)
+        stop_process_group(proc.pid, STOP_GRACE_SECONDS)
         proc.wait()
         raise
     return proc
-
-
-def stop(pid: int) -> None:
-    """Stop the server whose process (and group: its workers) is ``pid``; return once the group is gone."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.time() + STOP_GRACE_SECONDS
-        while time.time() < deadline and _group_alive(pid):
-            time.sleep(0.2)
-        os.killpg(pid, signal.SIGKILL)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    # the leader may be a zombie of the caller's (``tracking_server``): reap it, or its group never empties
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pgid, os.WNOHANG)
-    return True
 
 
 @contextlib.contextmanager
@@ -94,18 +74,8 @@ def tracking_server(backend_store_uri: str, artifacts_destination: Path, log_fil
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        stop(proc.pid)
+        stop_process_group(proc.pid, STOP_GRACE_SECONDS)
         proc.wait()
-
-
-def _running_pid(pid_file: Path) -> int | None:
-    """The pid in ``pid_file`` if that process still runs (a pid file left by a crash names a dead one)."""
-    try:
-        pid = int(pid_file.read_text())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        return None
-    return pid
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     start_parser.add_argument("--artifacts-destination", type=Path, help="default: STATE_DIR/artifacts")
     args = parser.parse_args(argv)
     pid_file = args.state_dir / PID_FILE
-    pid = _running_pid(pid_file)
+    pid = daemon_pid(pid_file, SERVER_MARKER)
     if args.command == "stop":
         if pid is not None:
-            stop(pid)
+            stop_process_group(pid, STOP_GRACE_SECONDS)
         pid_file.unlink(missing_ok=True)
         return 0
     if pid is not None:

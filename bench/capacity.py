@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import run_info
-from core.config import load_config
+from core.config import JoinConfig, SimulationConfig, TrainConfig, load_config
 from core.io import write_json_atomic
 from core.layout import Layout, feature_window
 from models.features import CATEGORY_KEY, FEATURE_ENTITIES
@@ -42,6 +42,7 @@ OUT = RESULTS / "capacity.json"
 HOST = "127.0.0.1"
 SAMPLE_KEYS = 2_000  # keys per view whose MEMORY USAGE is read
 PARTS = ("redis", "projection")
+_, _SMALL_ADS, _SMALL_ADVERTISERS, _ = SimulationConfig().scales["small"]
 
 
 @dataclass(frozen=True)
@@ -60,15 +61,15 @@ class Target:
 class Assumptions:
     """What the projection takes as given rather than measured; each is stated in docs/scaling.md."""
 
-    ctr: float = 0.015  # the design's ~1-2%; simulation.base_ctr
-    neg_rate: float = 0.1  # join.neg_rate: negatives kept
-    train_days: int = 7  # train.history_days: days of joined rows in a daily train
+    ctr: float = SimulationConfig().base_ctr  # the design's ~1-2%
+    neg_rate: float = JoinConfig().neg_rate  # negatives kept by the join
+    train_days: int = TrainConfig().history_days  # days of joined rows in a daily train
     epochs: float = 1.0  # passes over them (train.epochs = 6 is the ceiling; early stopping ends sooner)
     train_hours: float = 2.0  # the daily train's deadline
     batch_hours: float = 2.0  # the deadline of the join and of the feature job, each
     serving_headroom: float = 1.5  # serving cores for 1.5x the target QPS (peaks, a zone or a rollout down)
     redis_headroom: float = 1.5  # Redis memory for 1.5x the data (fragmentation, replication, snapshot fork)
-    ads_per_advertiser: float = 1_000 / 60  # simulation.scales["small"]: 1,000 ads, 60 advertisers
+    ads_per_advertiser: float = _SMALL_ADS / _SMALL_ADVERTISERS  # of the small simulated world
 
 
 # ---- the projection: pure arithmetic on cited inputs ----

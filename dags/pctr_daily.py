@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG, CronDataIntervalTimetable
+from airflow.sdk import DAG
 
 from core.config import load_config
 from dags.wiring import wire
@@ -15,10 +15,7 @@ orchestration = load_config().orchestration
 with DAG(
     dag_id="pctr_daily",
     description="logs -> Spark join -> GX -> features -> Feast -> DeepFM (Horovod) -> calibration -> MLflow -> bundle",
-    # A run's logical date is the start of the day it closes; it runs once that day has ended (its sensor then
-    # waits out the clicks' attribution window). Airflow 3's "@daily" is a trigger timetable, whose logical
-    # date is the run's own time: {{ ds }} would be the day just starting, whose logs do not exist yet.
-    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    schedule="@daily",
     start_date=dt.datetime.fromisoformat(orchestration.start_date).replace(tzinfo=dt.UTC),
     catchup=orchestration.catchup,
     max_active_runs=orchestration.max_active_runs,

@@ -154,18 +154,3 @@ def test_dag_files_import_no_heavy_modules(dag_file: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
-
-
-def test_a_scheduled_pctr_daily_run_closes_the_day_that_has_ended(dagbag) -> None:
-    """The run made at midnight is the one of the day before: ``{{ ds }}`` is the day whose logs are complete."""
-    import pendulum
-    from airflow.serialization.encoders import coerce_to_core_timetable
-    from airflow.timetables.base import TimeRestriction
-
-    timetable = coerce_to_core_timetable(dagbag.dags["pctr_daily"].timetable)  # the scheduler's view of it
-    first = timetable.next_dagrun_info(
-        last_automated_data_interval=None,
-        restriction=TimeRestriction(earliest=pendulum.datetime(2026, 11, 1, tz="UTC"), latest=None, catchup=True),
-    )
-    assert first.logical_date == pendulum.datetime(2026, 11, 1, tz="UTC")
-    assert first.run_after == pendulum.datetime(2026, 11, 2, tz="UTC")

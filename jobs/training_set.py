@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     import pandas as pd
+    from feast import FeatureService, FeatureStore
 
     from models.frames import FeatureStats
 
@@ -183,6 +184,35 @@ def _feature_stats(cfg: PctrConfig, train: pd.DataFrame) -> dict:
     return compute_feature_stats(columns, max_buckets=cfg.train.max_hash_buckets).to_dict()
 
 
+def retrieve(
+    cfg: PctrConfig, store: FeatureStore, service: FeatureService, entity_df: pd.DataFrame, scratch: Path
+) -> pd.DataFrame:
+    """The entity rows with their point-in-time features from Feast's offline store.
+
+    On Spark the rows pass through Parquet files under ``scratch`` both ways, which the executors read and
+    write: Feast's own pandas path (``createDataFrame`` of the entity rows, ``toPandas`` of the result)
+    holds a whole split in the driver's heap, which ran out of 3g on the small demo day. ``scratch`` is
+    removed afterwards; on a cluster it must be storage that the executors share, as the home is.
+    """
+    import shutil
+
+    import pandas as pd
+
+    if cfg.features.offline_store != "spark":
+        return store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    from core.spark import spark_session
+
+    entities, retrieved = scratch / "entities", scratch / "retrieved"
+    scratch.mkdir()
+    entity_df.to_parquet(entities, index=False)
+    rows = spark_session(cfg).read.parquet(str(entities))
+    job = store.get_historical_features(entity_df=rows, features=service)
+    job.to_spark_df().write.parquet(str(retrieved))
+    df = pd.read_parquet(retrieved)
+    shutil.rmtree(scratch)
+    return df
+
+
 def run(cfg: PctrConfig, ds: str) -> Stats:
     """Build the four splits of the run closing ``ds`` as Parquet shards under ``runs/<ds>/training_set``."""
     import pandas as pd
@@ -197,7 +227,7 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
         for split, (kind, days) in split_days(cfg, ds).items():
             sources[split] = source_partitions(layout, kind, days)
             entity_df = entity_rows(layout, kind, days, sources[split])
-            df = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+            df = retrieve(cfg, store, service, entity_df, scratch / f"_{split}")
             # Feast's Spark store returns the entity rows' timestamps naive (in its session's UTC), the duckdb
             # store as they were given: a split keeps the entity rows' own, whichever store read its features
             df["ts"] = pd.to_datetime(df["ts"], utc=True).astype(entity_df["ts"].dtype)

@@ -7,6 +7,7 @@ import datetime as dt
 from airflow.sdk import DAG
 
 from core.config import load_config
+from dags.timetables import ClosedDayTimetable
 from dags.wiring import wire
 from jobs.pipeline import DAILY_STAGES
 
@@ -15,7 +16,7 @@ orchestration = load_config().orchestration
 with DAG(
     dag_id="pctr_daily",
     description="logs -> Spark join -> GX -> features -> Feast -> DeepFM (Horovod) -> calibration -> MLflow -> bundle",
-    schedule="@daily",
+    schedule=ClosedDayTimetable("@daily", timezone="UTC"),
     start_date=dt.datetime.fromisoformat(orchestration.start_date).replace(tzinfo=dt.UTC),
     catchup=orchestration.catchup,
     max_active_runs=orchestration.max_active_runs,

@@ -28,6 +28,8 @@ from core.config import PctrConfig
 from core.layout import Layout
 
 REPO = Path(__file__).resolve().parent.parent
+# pctr's Airflow plugins (its DAGs' custom timetable): every Airflow process must load them
+PLUGINS_FOLDER = REPO / "dags" / "plugins"
 
 # `dags test` lines this module reads (Airflow 3.3, LocalExecutor), by the process that prints them:
 # - a task process: log lines that end in key-values, "... task_id=train ti_id=... try_number=1", and its
@@ -60,6 +62,7 @@ def airflow_env(cfg: PctrConfig, parallelism: int = 4) -> dict[str, str]:
         "PCTR_HOME": str(cfg.home),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": str(parallelism),
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(parallelism),

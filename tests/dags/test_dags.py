@@ -154,3 +154,56 @@ def test_dag_files_import_no_heavy_modules(dag_file: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_scheduled_pctr_daily_run_closes_the_day_that_has_ended(dagbag) -> None:
+    """The run made at midnight is the one of the day before: ``{{ ds }}`` is the day whose logs are complete."""
+    import pendulum
+    from airflow.timetables.base import TimeRestriction
+
+    first = dagbag.dags["pctr_daily"].timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=pendulum.datetime(2026, 11, 1, tz="UTC"), latest=None, catchup=True),
+    )
+    assert first.logical_date == pendulum.datetime(2026, 11, 1, tz="UTC")
+    assert first.run_after == pendulum.datetime(2026, 11, 2, tz="UTC")
+
+
+def test_a_pctr_daily_run_triggered_by_hand_closes_its_day_and_the_schedule_goes_on_after_it(dagbag) -> None:
+    """``airflow dags test D`` (the demo) or the UI's Trigger at D: the interval of D, and the scheduler, meeting
+    that run at its next logical date, computes from its interval the day after, not D again."""
+    import pendulum
+    from airflow.timetables.base import TimeRestriction
+
+    timetable = dagbag.dags["pctr_daily"].timetable
+    day = pendulum.datetime(2026, 11, 7, tz="UTC")
+    for run_after in (day, day.add(hours=15)):  # a logical date, or a trigger's time that day
+        manual = timetable.infer_manual_data_interval(run_after=run_after)
+        assert (manual.start, manual.end) == (day, day.add(days=1))
+    restriction = TimeRestriction(earliest=day.subtract(days=3), latest=None, catchup=True)
+    after = timetable.next_dagrun_info(last_automated_data_interval=manual, restriction=restriction)
+    assert after.logical_date == day.add(days=1)
+
+
+def test_airflow_loads_pctr_daily_with_its_timetable_from_the_plugins_folder(tmp_path: Path) -> None:
+    """The scheduler and the UI deserialize a custom timetable only if a plugin registers it."""
+    from entrypoints.airflow_local import PLUGINS_FOLDER
+
+    probe = (
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "from airflow.serialization.serialized_objects import DagSerialization\n"
+        f"dag = DagBag(dag_folder={str(REPO / 'dags')!r}).dags['pctr_daily']\n"
+        "print(type(DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable).__name__)\n"
+    )
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
+    }
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "ClosedDayTimetable"
+    env.pop("AIRFLOW__CORE__PLUGINS_FOLDER")
+    unregistered = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, env=env)
+    assert "Timetable class 'dags.timetables.ClosedDayTimetable' is not registered" in unregistered.stderr

@@ -212,8 +212,10 @@ def _step(measured: dict[str, Any], **details: Any) -> dict[str, Any]:
 
 
 def bench_historical(cfg: PctrConfig, entities: Any) -> dict[str, Any]:
-    """Rows/s of Feast's ``get_historical_features`` (service ranker_v1) per offline store."""
+    """Rows/s of Feast's ``get_historical_features`` (service ranker_v1) per offline store, as the training set
+    retrieves them (``jobs.training_set.retrieve``: through Parquet files on Spark)."""
     from feature_repo.store import feature_store
+    from jobs.training_set import retrieve
     from models.features import RANKER_SERVICE
 
     out: dict[str, Any] = {"entity_rows": len(entities)}
@@ -223,7 +225,8 @@ def bench_historical(cfg: PctrConfig, entities: Any) -> dict[str, Any]:
         store = feature_store(variant, apply=True)
         started = time.perf_counter()
         service = store.get_feature_service(RANKER_SERVICE)
-        rows = len(store.get_historical_features(entity_df=entities, features=service).to_df())
+        with tempfile.TemporaryDirectory() as scratch:
+            rows = len(retrieve(variant, store, service, entities, Path(scratch) / "retrieve"))
         seconds = time.perf_counter() - started
         out[offline] = {"rows": rows, "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds, 1)}
     return out

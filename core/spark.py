@@ -29,6 +29,8 @@ def spark_conf(cfg: PctrConfig) -> dict[str, str]:
         # Feast's duckdb and Spark stores reject nanosecond Parquet timestamps
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.ui.showConsoleProgress": "false",
+        # from the start, and in sessions that Feast starts too (a glob path's stack trace is logged at WARN)
+        "spark.log.level": "ERROR",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.sql.warehouse.dir": str(cfg.home / "tmp" / "spark-warehouse"),
     }
@@ -59,9 +61,7 @@ def spark_session(cfg: PctrConfig) -> SparkSession:
     builder = SparkSession.builder.appName("pctr")
     for key, value in spark_conf(cfg).items():
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
-    return session
+    return builder.getOrCreate()
 
 
 def stop_spark() -> None:

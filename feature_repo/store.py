@@ -46,6 +46,8 @@ def feature_store(cfg: PctrConfig, apply: bool = False) -> FeatureStore:
     from feature_repo.definitions import feast_objects
 
     layout = Layout(cfg.home)
+    if apply:
+        _refuse_old_feature_days(layout)
     layout.feast_repo.mkdir(parents=True, exist_ok=True)
     write_text_atomic(layout.feast_repo / "feature_store.yaml", yaml.safe_dump(repo_config(cfg), sort_keys=False))
     store = FeatureStore(repo_path=str(layout.feast_repo))
@@ -53,3 +55,23 @@ def feature_store(cfg: PctrConfig, apply: bool = False) -> FeatureStore:
         globs = {entity: layout.feature_glob(entity) for entity in FEATURE_ENTITIES}
         store.apply(feast_objects(globs, cfg.features.ttl_days, cfg.features.offline_store))
     return store
+
+
+# Before feature days were committed as Spark's part files (``Layout.feature_files``), each was one file
+OLD_FEATURE_FILE = "features.parquet"
+
+
+def _refuse_old_feature_days(layout: Layout) -> None:
+    """Feature days an older pctr wrote are not matched by the sources' glob: training would miss them silently."""
+    old = sorted(
+        {
+            path.parent.name.removeprefix("dt=")
+            for e in FEATURE_ENTITIES
+            for path in layout.features(e).glob(f"dt=*/{OLD_FEATURE_FILE}")
+        }
+    )
+    if old:
+        raise RuntimeError(
+            f"feature days {old} are in an older layout ({OLD_FEATURE_FILE}) that the feature store no longer reads: "
+            "run `pctr build-features --ds DS` for each of them again"
+        )

@@ -228,8 +228,8 @@ def run(cfg: PctrConfig, ds: str) -> Stats:
             sources[split] = source_partitions(layout, kind, days)
             entity_df = entity_rows(layout, kind, days, sources[split])
             df = retrieve(cfg, store, service, entity_df, scratch / f"_{split}")
-            # Feast's Spark store returns the entity rows' timestamps naive (in its session's UTC), the duckdb
-            # store as they were given: a split keeps the entity rows' own, whichever store read its features
+            # the rows come back from Spark with Spark's timestamp type, from duckdb as they were given: a split
+            # keeps the entity rows' own, whichever store read its features
             df["ts"] = pd.to_datetime(df["ts"], utc=True).astype(entity_df["ts"].dtype)
             df = df.sort_values(["ts", "impression_id"], kind="stable").reset_index(drop=True)
             if len(df) != len(entity_df):

@@ -185,9 +185,13 @@ def test_a_pctr_daily_run_triggered_by_hand_closes_its_day_and_the_schedule_goes
     assert after.logical_date == day.add(days=1)
 
 
-def test_airflow_loads_pctr_daily_with_its_timetable_from_the_plugins_folder(tmp_path: Path) -> None:
-    """The scheduler and the UI deserialize a custom timetable only if a plugin registers it."""
-    from entrypoints.airflow_local import PLUGINS_FOLDER
+def test_airflow_loads_pctr_daily_with_its_timetable_from_the_plugins_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler and the UI deserialize a custom timetable only if a plugin registers it: every Airflow
+    process gets the plugins folder from ``airflow_env``."""
+    from core.config import load_config
+    from entrypoints.airflow_local import airflow_env
 
     probe = (
         "from airflow.dag_processing.dagbag import DagBag\n"
@@ -195,12 +199,8 @@ def test_airflow_loads_pctr_daily_with_its_timetable_from_the_plugins_folder(tmp
         f"dag = DagBag(dag_folder={str(REPO / 'dags')!r}).dags['pctr_daily']\n"
         "print(type(DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable).__name__)\n"
     )
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
-    }
+    monkeypatch.setenv("PCTR_HOME", str(tmp_path))
+    env = airflow_env(load_config())
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "ClosedDayTimetable"
